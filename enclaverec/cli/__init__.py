@@ -1,0 +1,1 @@
+"""The command-line program: argument parsing, configuration, exit codes and wiring."""

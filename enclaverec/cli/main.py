@@ -1,0 +1,70 @@
+"""Entry point of the ``enclaverec`` program: parse, dispatch, map errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from enclaverec import __version__
+from enclaverec.cli.output import configure_logging, stderr_console
+from enclaverec.cli.registry import register_all
+from enclaverec.errors import EnclaveRecError, VerificationError
+
+log = logging.getLogger("enclaverec")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="enclaverec",
+        allow_abbrev=False,
+        description=(
+            "Confidential training of DLRM recommendation models in SGX enclaves: "
+            "federated learning with an attested aggregator and secure distributed training."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"enclaverec {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    register_all(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    if getattr(args, "handler", None) is None:
+        # A command group called without its subcommand.
+        args._group_parser.print_help(sys.stderr)
+        return 2
+    configure_logging(args.log_level)
+    try:
+        result = args.handler(args)
+    except VerificationError as exc:
+        stderr_console().print(f"enclaverec: refused ({exc.check}): {exc}", markup=False)
+        return exc.exit_code
+    except EnclaveRecError as exc:
+        stderr_console().print(f"enclaverec: error: {exc}", markup=False)
+        if args.log_level == "debug":
+            log.exception("traceback")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        stderr_console().print("enclaverec: interrupted", markup=False)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, exit 1
+        stderr_console().print(
+            f"enclaverec: internal error: {type(exc).__name__}: {exc} "
+            "(run with --log-level debug for the traceback)",
+            markup=False,
+        )
+        if args.log_level == "debug":
+            log.exception("traceback")
+        return 1
+    return int(result or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Identity key pairs (ECDSA P-256): generation, passphrase-protected storage, fingerprints.
+
+Used for a federation's membership (a party signs the aggregator's enrollment nonce) and
+for the data owner (data keys are wrapped to the owner's public key).
+
+Security: private keys are written only PEM-encrypted under a passphrase, with mode 0600,
+and never printed. Passphrases come from a prompt or a file, never from argv or the
+environment (both are visible to other users of the host through ``/proc``).
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from enclaverec.errors import IntegrityError, MalformedInputError, UsageError
+
+MIN_PASSPHRASE_LENGTH = 8
+PUBLIC_SUFFIX = ".pub"
+
+
+def generate_private_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def public_key_der(public_key: ec.EllipticCurvePublicKey) -> bytes:
+    """DER SubjectPublicKeyInfo: the canonical bytes that fingerprints and bindings hash."""
+    return public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def fingerprint(public_key: ec.EllipticCurvePublicKey) -> str:
+    """``sha256:<hex>`` of the DER SubjectPublicKeyInfo; safe to print and log."""
+    return "sha256:" + hashlib.sha256(public_key_der(public_key)).hexdigest()
+
+
+def public_key_pem(public_key: ec.EllipticCurvePublicKey) -> bytes:
+    return public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _write_exclusive(path: Path, data: bytes, mode: int) -> None:
+    # O_EXCL: never overwrite an existing key by accident; the mode applies at creation,
+    # so the private key is never readable by others, not even for a moment.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def save_key_pair(
+    private_key: ec.EllipticCurvePrivateKey, path: Path, passphrase: bytes
+) -> tuple[Path, Path]:
+    """Write the encrypted private key to ``path`` (0600) and the public key beside it.
+
+    Returns (private path, public path). Refuses to overwrite either file.
+    """
+    path = Path(path)
+    public_path = path.with_name(path.name + PUBLIC_SUFFIX)
+    for existing in (path, public_path):
+        if existing.exists():
+            raise UsageError(f"refusing to overwrite existing file {existing}")
+    if not path.parent.exists():
+        raise UsageError(f"directory does not exist: {path.parent}")
+    encrypted = private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(passphrase),
+    )
+    _write_exclusive(path, encrypted, 0o600)
+    try:
+        _write_exclusive(public_path, public_key_pem(private_key.public_key()), 0o644)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path, public_path
+
+
+def load_private_key(path: Path, passphrase: bytes) -> ec.EllipticCurvePrivateKey:
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError as exc:
+        raise UsageError(f"private key not found: {path}") from exc
+    try:
+        key = serialization.load_pem_private_key(data, password=passphrase)
+    except (ValueError, TypeError) as exc:
+        # One message for a wrong passphrase and a damaged file: no oracle.
+        raise IntegrityError(
+            f"could not decrypt the private key {path} (wrong passphrase or damaged file)"
+        ) from exc
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(
+        key.curve, ec.SECP256R1
+    ):
+        raise MalformedInputError(f"{path}: not a P-256 private key")
+    return key
+
+
+def load_public_key(path: Path) -> ec.EllipticCurvePublicKey:
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError as exc:
+        raise UsageError(f"public key not found: {path}") from exc
+    return parse_public_key_pem(data, source=str(path))
+
+
+def parse_public_key_pem(data: bytes, *, source: str = "public key") -> ec.EllipticCurvePublicKey:
+    try:
+        key = serialization.load_pem_public_key(data)
+    except ValueError as exc:
+        raise MalformedInputError(f"{source}: not a PEM public key") from exc
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(
+        key.curve, ec.SECP256R1
+    ):
+        raise MalformedInputError(f"{source}: not a P-256 public key")
+    return key
+
+
+def read_passphrase(passphrase_file: Path | None, *, confirm: bool) -> bytes:
+    """Read a passphrase from ``passphrase_file`` (its first line) or from the terminal.
+
+    Security: there is deliberately no way to pass the passphrase itself as an argument
+    or environment variable.
+    """
+    if passphrase_file is not None:
+        try:
+            text = Path(passphrase_file).read_text(encoding="utf-8")
+        except FileNotFoundError as exc:
+            raise UsageError(f"passphrase file not found: {passphrase_file}") from exc
+        passphrase = text.splitlines()[0] if text else ""
+    else:
+        if not sys.stdin.isatty():
+            raise UsageError(
+                "no terminal to prompt for a passphrase; use --passphrase-file FILE"
+            )
+        passphrase = getpass.getpass("Passphrase: ")
+        if confirm and getpass.getpass("Repeat passphrase: ") != passphrase:
+            raise UsageError("the passphrases do not match")
+    if len(passphrase) < MIN_PASSPHRASE_LENGTH:
+        raise UsageError(f"the passphrase must have at least {MIN_PASSPHRASE_LENGTH} characters")
+    return passphrase.encode("utf-8")

@@ -1,0 +1,1 @@
+"""Secure distributed training: key broker, parameter servers, workers and owner commands."""

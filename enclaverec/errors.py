@@ -1,0 +1,227 @@
+"""Every exception of enclaverec, under one root, with the exit code the CLI maps it to.
+
+Families (DESIGN.md §4 exit codes):
+
+- ``UsageError`` (2): bad flags, bad configuration, a missing file or optional install.
+- ``MalformedInputError`` (2): input that cannot be parsed (a data line, a quote, a
+  certificate, a TOML file). Kept apart from ``VerificationError``: malformed evidence is
+  not "well-formed but refused".
+- ``VerificationError`` (3): well-formed evidence or credentials refused by a check. Every
+  subclass names its check and carries "got" and "expected"; never a secret.
+- ``IntegrityError`` (4): decryption or authentication of stored or received ciphertext
+  failed. One opaque message: no hint about which byte or key was wrong.
+- Everything else (1): ``TransportError``, ``PeerNotAttestedError``,
+  ``AggregationRefusedError``, ``TrainingError``.
+
+Library code raises these and never exits the process; only ``enclaverec.cli`` turns
+them into a message and an exit code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class EnclaveRecError(Exception):
+    """Root of every error enclaverec raises on purpose."""
+
+    exit_code: int = 1
+
+
+# --- usage and configuration (exit 2) ---------------------------------------------------
+
+
+class UsageError(EnclaveRecError):
+    """The command was called wrongly (a flag value, a missing argument, a missing file)."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """A configuration file or value is invalid or inconsistent."""
+
+
+class MissingDependencyError(UsageError):
+    """An optional install the command needs is absent; the message names the install."""
+
+
+# --- malformed input (exit 2) -----------------------------------------------------------
+
+
+class MalformedInputError(EnclaveRecError):
+    """Input that cannot be parsed at all."""
+
+    exit_code = 2
+
+
+class DataFormatError(MalformedInputError):
+    """A malformed data line; names the file and the 1-based line number."""
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None):
+        where = ""
+        if path is not None:
+            where = f"{path}:{line}: " if line is not None else f"{path}: "
+        super().__init__(f"{where}{message}")
+        self.path = path
+        self.line = line
+
+
+class MalformedEvidenceError(MalformedInputError):
+    """A quote, collateral or certificate that cannot be parsed."""
+
+
+# --- verification refused (exit 3) ------------------------------------------------------
+
+
+class VerificationError(EnclaveRecError):
+    """Well-formed evidence or credentials refused by a named check.
+
+    ``check`` is a stable, lower-case identifier (``tcb_status``, ``mrenclave``, ...) that
+    tools may branch on; ``got`` and ``expected`` are printable and never secret.
+    """
+
+    exit_code = 3
+    check: str = "verification"
+
+    def __init__(self, message: str, *, got: Any = None, expected: Any = None):
+        detail = message
+        if got is not None or expected is not None:
+            detail = f"{message} (got {got}, expected {expected})"
+        super().__init__(detail)
+        self.got = got
+        self.expected = expected
+
+
+class QuoteVerificationError(VerificationError):
+    """dcap-qvl refused the quote (signature, chain, CRL, collateral).
+
+    dcap-qvl's own messages are kept as context but are not an interface to branch on.
+    """
+
+    check = "dcap"
+
+
+class CollateralExpiredError(VerificationError):
+    """The collateral is outside its validity window, or older than the policy allows."""
+
+    check = "collateral_validity"
+
+
+class TCBStatusError(VerificationError):
+    """The platform's TCB status is not one the policy allows."""
+
+    check = "tcb_status"
+
+
+class AdvisoryError(VerificationError):
+    """The platform is affected by a security advisory the policy does not allow."""
+
+    check = "advisories"
+
+
+class DebugEnclaveError(VerificationError):
+    """The enclave runs in DEBUG mode (its memory is readable by the host)."""
+
+    check = "debug"
+
+
+class MrEnclaveError(VerificationError):
+    """MRENCLAVE is not one of the allowed measurements."""
+
+    check = "mrenclave"
+
+
+class MrSignerError(VerificationError):
+    """MRSIGNER is not one of the allowed signers."""
+
+    check = "mrsigner"
+
+
+class ISVProdIDError(VerificationError):
+    """ISVPRODID differs from the expected product id."""
+
+    check = "isv_prod_id"
+
+
+class ISVSVNError(VerificationError):
+    """ISVSVN is below the policy's minimum security version."""
+
+    check = "isv_svn"
+
+
+class SimulatedEvidenceError(VerificationError):
+    """Evidence from the simulated TEE was offered to a policy that does not allow it."""
+
+    check = "simulated"
+
+
+class KeyBindingError(VerificationError):
+    """The evidence does not vouch for the key that presented it."""
+
+    check = "key_binding"
+
+
+class ReportDataError(VerificationError):
+    """REPORT_DATA does not equal the hash of the claims that came with the evidence."""
+
+    check = "report_data"
+
+
+class NonceError(VerificationError):
+    """The evidence is not bound to the verifier's nonce (stale or replayed)."""
+
+    check = "nonce"
+
+
+class EmptyPolicyError(VerificationError):
+    """A policy with no checks refuses everything (``AllOf([])``)."""
+
+    check = "policy"
+
+
+class MembershipError(VerificationError):
+    """A peer is not in the membership list, or its signature does not verify."""
+
+    check = "membership"
+
+
+class CertificateError(VerificationError):
+    """A certificate is expired, not yet valid, or not issued by the expected CA."""
+
+    check = "certificate"
+
+
+class ManifestError(VerificationError):
+    """A measured configuration or manifest does not match what was attested."""
+
+    check = "measured_config"
+
+
+# --- integrity (exit 4) -----------------------------------------------------------------
+
+
+class IntegrityError(EnclaveRecError):
+    """Ciphertext failed authentication: tampered, truncated, reordered, replayed, or the
+    wrong key. Deliberately opaque (see pyca/cryptography's ``InvalidTag``)."""
+
+    exit_code = 4
+
+
+# --- runtime (exit 1) -------------------------------------------------------------------
+
+
+class TransportError(EnclaveRecError):
+    """A peer could not be reached or an RPC failed."""
+
+
+class PeerNotAttestedError(TransportError):
+    """A peer presented no credentials, or credentials that were never verified."""
+
+
+class AggregationRefusedError(EnclaveRecError):
+    """An update was refused by the aggregation pre-check (names, shapes, dtypes,
+    non-finite values, norm bound, total weight, round)."""
+
+
+class TrainingError(EnclaveRecError):
+    """Training could not proceed (diverged, no data in a split, ...)."""

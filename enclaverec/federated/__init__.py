@@ -1,0 +1,1 @@
+"""Horizontal federated learning: aggregator, party and aggregation strategies."""

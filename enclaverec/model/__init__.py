@@ -1,0 +1,1 @@
+"""TensorFlow lives here: DLRM layers, sparse optimizers and the trainer."""

@@ -1,0 +1,1 @@
+"""The parameter service: named, versioned arrays combined from weighted updates (no TensorFlow)."""

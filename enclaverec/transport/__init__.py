@@ -1,0 +1,1 @@
+"""Protobuf messages, tensor (de)serialisation and gRPC credentials over attested TLS."""
