@@ -1,0 +1,9 @@
+"""``enclaverec bench train: DLRM training throughput.``"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add this module's subcommands to the group's subparsers."""

@@ -1,0 +1,18 @@
+"""``enclaverec bench``: benchmarks that print figures and write them as JSON.
+
+Each benchmark lives in its own ``enclaverec.cli.bench_*`` module.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from enclaverec.cli import bench_crypto, bench_train
+from enclaverec.cli.registry import add_command
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    group = add_command(subparsers, "bench", help="benchmarks that print and write figures")
+    sub = group.add_subparsers(dest="bench_command", metavar="BENCHMARK")
+    bench_train.register(sub)
+    bench_crypto.register(sub)
