@@ -44,21 +44,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = args.handler(args)
     except VerificationError as exc:
-        stderr_console().print(f"enclaverec: refused ({exc.check}): {exc}", markup=False)
+        stderr_console().print(
+            f"enclaverec: refused ({exc.check}): {exc}", markup=False, soft_wrap=True
+        )
         return exc.exit_code
     except EnclaveRecError as exc:
-        stderr_console().print(f"enclaverec: error: {exc}", markup=False)
+        stderr_console().print(f"enclaverec: error: {exc}", markup=False, soft_wrap=True)
         if args.log_level == "debug":
             log.exception("traceback")
         return exc.exit_code
     except KeyboardInterrupt:
-        stderr_console().print("enclaverec: interrupted", markup=False)
+        stderr_console().print("enclaverec: interrupted", markup=False, soft_wrap=True)
         return 130
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, exit 1
         stderr_console().print(
             f"enclaverec: internal error: {type(exc).__name__}: {exc} "
             "(run with --log-level debug for the traceback)",
             markup=False,
+            soft_wrap=True,
         )
         if args.log_level == "debug":
             log.exception("traceback")
