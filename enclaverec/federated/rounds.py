@@ -1,0 +1,229 @@
+"""The aggregator's round bookkeeping, without I/O: who is selected, what each party should
+do next, which replies are accepted, and when a round is ready to aggregate.
+
+A round has two phases. FIT: the selected parties train from the broadcast model and send
+updates; the phase closes when every selected party replied, or at the deadline if the
+quorum replied (a straggler or a dropped party never stalls the federation; if even the
+quorum is missing at the deadline the phase restarts with a fresh selection among the
+parties seen alive). EVALUATE: every live party scores the new global model on its
+validation and test rows; it closes when all replied or at the deadline. Replies for
+another round or phase are refused, never merged into the wrong model.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import numpy as np
+
+from enclaverec.errors import AggregationRefusedError, ConfigError
+
+Clock = Callable[[], float]
+Reply = TypeVar("Reply")
+
+
+class Phase(enum.Enum):
+    FIT = "fit"
+    EVALUATE = "evaluate"
+    DONE = "done"
+
+
+class TaskKind(enum.Enum):
+    FIT = "fit"
+    EVALUATE = "evaluate"
+    WAIT = "wait"
+    FINISHED = "finished"
+
+
+@dataclass(frozen=True)
+class Task:
+    kind: TaskKind
+    round: int
+    attempt: int = 0
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """Party selection per round (a fraction of the parties, at least ``min_parties``),
+    the round deadline, and the quorum: the fraction of the selected parties whose
+    updates suffice once the deadline has passed."""
+
+    fraction: float = 1.0
+    min_parties: int = 1
+    quorum: float = 1.0
+    deadline_seconds: float = 600.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.fraction <= 1.0:
+            raise ConfigError(f"selection fraction must be in (0, 1], got {self.fraction}")
+        if self.min_parties < 1:
+            raise ConfigError(f"min_parties must be at least 1, got {self.min_parties}")
+        if not 0.0 < self.quorum <= 1.0:
+            raise ConfigError(f"quorum must be in (0, 1], got {self.quorum}")
+        if self.deadline_seconds <= 0:
+            raise ConfigError(f"the round deadline must be positive, got {self.deadline_seconds}")
+
+
+@dataclass
+class _PhaseState(Generic[Reply]):
+    expected: frozenset[str]
+    deadline: float
+    replies: dict[str, Reply] = field(default_factory=dict)
+
+
+class RoundCoordinator(Generic[Reply]):
+    """Rounds 1..``rounds``; ``Reply`` is whatever the caller stores per party (updates in
+    FIT, evaluations in EVALUATE)."""
+
+    def __init__(
+        self,
+        parties: Sequence[str],
+        rounds: int,
+        selection: SelectionConfig,
+        *,
+        seed: int = 0,
+        start_round: int = 1,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        if not parties:
+            raise ConfigError("a federation needs at least one party")
+        if selection.min_parties > len(parties):
+            raise ConfigError(
+                f"min_parties is {selection.min_parties} but the federation has {len(parties)}"
+            )
+        if rounds < 1:
+            raise ConfigError(f"rounds must be at least 1, got {rounds}")
+        self.parties = tuple(parties)
+        self.rounds = rounds
+        self.selection = selection
+        self.seed = seed
+        self.clock = clock
+        self.round = start_round
+        self.attempt = 0
+        self.last_seen: dict[str, float] = {}
+        self.phase = Phase.DONE if start_round > rounds else Phase.FIT
+        self._state: _PhaseState[Reply] = _PhaseState(frozenset(), math.inf)
+        if self.phase is Phase.FIT:
+            self._begin_fit()
+
+    # --- selection ---------------------------------------------------------------------
+
+    def _live_parties(self) -> list[str]:
+        """Parties seen within the last deadline; all parties before anyone was seen."""
+        horizon = self.clock() - self.selection.deadline_seconds
+        live = [p for p in self.parties if self.last_seen.get(p, -math.inf) >= horizon]
+        return live if len(live) >= self.selection.min_parties else list(self.parties)
+
+    def _select(self) -> frozenset[str]:
+        candidates = self._live_parties() if self.attempt else list(self.parties)
+        count = max(
+            self.selection.min_parties, math.ceil(self.selection.fraction * len(candidates))
+        )
+        count = min(count, len(candidates))
+        rng = np.random.default_rng([self.seed, self.round, self.attempt])
+        chosen = rng.choice(len(candidates), size=count, replace=False)
+        return frozenset(candidates[i] for i in sorted(chosen))
+
+    def _begin_fit(self) -> None:
+        self.phase = Phase.FIT
+        self._state = _PhaseState(self._select(), self.clock() + self.selection.deadline_seconds)
+
+    def _begin_evaluate(self) -> None:
+        self.phase = Phase.EVALUATE
+        self._state = _PhaseState(
+            frozenset(self._live_parties()), self.clock() + self.selection.deadline_seconds
+        )
+
+    @property
+    def selected(self) -> frozenset[str]:
+        return self._state.expected
+
+    @property
+    def quorum_count(self) -> int:
+        return max(1, math.ceil(self.selection.quorum * len(self._state.expected)))
+
+    # --- what a party should do --------------------------------------------------------
+
+    def task_for(self, party: str) -> Task:
+        self._known(party)
+        self.last_seen[party] = self.clock()
+        if self.phase is Phase.DONE:
+            return Task(TaskKind.FINISHED, self.rounds)
+        if party in self._state.expected and party not in self._state.replies:
+            kind = TaskKind.FIT if self.phase is Phase.FIT else TaskKind.EVALUATE
+            return Task(kind, self.round, self.attempt)
+        return Task(TaskKind.WAIT, self.round, self.attempt)
+
+    def _known(self, party: str) -> None:
+        if party not in self.parties:
+            raise AggregationRefusedError(f"{party} is not a member of this federation")
+
+    # --- replies -----------------------------------------------------------------------
+
+    def accept(self, party: str, phase: Phase, round_index: int, reply: Reply) -> None:
+        """Store a reply, or refuse it: another round (past or future), another phase, a
+        party that was not asked, or a second reply."""
+        self._known(party)
+        self.last_seen[party] = self.clock()
+        if round_index != self.round or phase is not self.phase:
+            raise AggregationRefusedError(
+                f"{phase.value} reply from {party} for round {round_index} refused: "
+                f"the federation is in round {self.round}, phase {self.phase.value}"
+            )
+        if party not in self._state.expected:
+            raise AggregationRefusedError(
+                f"{party} was not selected for the {phase.value} phase of round {self.round}"
+            )
+        if party in self._state.replies:
+            raise AggregationRefusedError(f"{party} already replied in round {self.round}")
+        self._state.replies[party] = reply
+
+    def ready(self) -> bool:
+        """Whether the current phase can close now."""
+        if self.phase is Phase.DONE:
+            return False
+        state = self._state
+        if len(state.replies) == len(state.expected):
+            return True
+        return self.clock() >= state.deadline and len(state.replies) >= self.quorum_count
+
+    def expired_without_quorum(self) -> bool:
+        return (
+            self.phase is not Phase.DONE
+            and self.clock() >= self._state.deadline
+            and len(self._state.replies) < self.quorum_count
+        )
+
+    def restart_phase(self) -> None:
+        """The deadline passed without a quorum: select again among the live parties.
+        An evaluation phase with no reply at all is closed with none."""
+        self.attempt += 1
+        if self.phase is Phase.FIT:
+            self._begin_fit()
+        else:
+            self._begin_evaluate()
+
+    def close_phase(self) -> dict[str, Reply]:
+        """Take the replies of the phase that is ready and move on."""
+        if not self.ready():
+            raise AggregationRefusedError("the phase is not ready to close")
+        replies = dict(sorted(self._state.replies.items()))
+        if self.phase is Phase.FIT:
+            self._begin_evaluate()
+        else:
+            self.round += 1
+            self.attempt = 0
+            if self.round > self.rounds:
+                self.phase = Phase.DONE
+                self._state = _PhaseState(frozenset(), math.inf)
+            else:
+                self._begin_fit()
+        return replies
+
+    def seconds_to_deadline(self) -> float:
+        return max(0.0, self._state.deadline - self.clock())
