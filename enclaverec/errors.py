@@ -45,6 +45,11 @@ class MissingDependencyError(UsageError):
     """An optional install the command needs is absent; the message names the install."""
 
 
+class DependencyMismatchError(MissingDependencyError):
+    """An optional install is present but its files are not the expected ones (another
+    version, or modified): "got" and "expected" digests, and the install command."""
+
+
 # --- malformed input (exit 2) -----------------------------------------------------------
 
 
@@ -68,6 +73,22 @@ class DataFormatError(MalformedInputError):
 
 class MalformedEvidenceError(MalformedInputError):
     """A quote, collateral or certificate that cannot be parsed."""
+
+
+class WeightMappingError(MalformedInputError):
+    """A model's named arrays do not match the model: a missing or unexpected name, a
+    wrong shape or dtype, or non-finite values."""
+
+
+class ModelFormatError(MalformedInputError):
+    """A saved model folder is incomplete or its metadata cannot be read."""
+
+
+class UnknownFormatError(MalformedInputError):
+    """A file is not in a format this build reads: its magic bytes are not ours, or its
+    format version is unknown (e.g. written by a newer release). The message says which.
+    Only the magic and version are judged this way; every other byte of our own formats is
+    authenticated, and a change there is an ``IntegrityError``."""
 
 
 # --- verification refused (exit 3) ------------------------------------------------------
@@ -179,6 +200,13 @@ class EmptyPolicyError(VerificationError):
     check = "policy"
 
 
+class NoPolicyAlternativeError(VerificationError):
+    """None of the alternatives of an ``AnyOf`` policy accepted the evidence; ``got``
+    lists each alternative's failed check."""
+
+    check = "any_of"
+
+
 class MembershipError(VerificationError):
     """A peer is not in the membership list, or its signature does not verify."""
 
@@ -218,10 +246,23 @@ class PeerNotAttestedError(TransportError):
     """A peer presented no credentials, or credentials that were never verified."""
 
 
+class StorageError(EnclaveRecError):
+    """A file could not be read or written (permissions, disk full, I/O error)."""
+
+
 class AggregationRefusedError(EnclaveRecError):
     """An update was refused by the aggregation pre-check (names, shapes, dtypes,
     non-finite values, norm bound, total weight, round)."""
 
 
+class TEEError(EnclaveRecError):
+    """The TEE could not produce evidence or keys (e.g. ``/dev/attestation`` failed)."""
+
+
 class TrainingError(EnclaveRecError):
     """Training could not proceed (diverged, no data in a split, ...)."""
+
+
+class MetricsReportError(EnclaveRecError):
+    """A metrics report lacks a key the contract requires (DESIGN.md §4) or holds a value
+    of the wrong type: a defect of the code that built it, not of the user's input."""

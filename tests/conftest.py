@@ -8,6 +8,13 @@ from pathlib import Path
 import pytest
 
 VECTORS_ENV = "ENCLAVEREC_TEST_VECTORS"
+SGX_DEVICE = Path("/dev/attestation/quote")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Real-hardware tests run only inside an SGX enclave with Gramine's attestation device.
+    if item.get_closest_marker("sgx_hw") is not None and not SGX_DEVICE.exists():
+        pytest.skip(f"needs real SGX hardware ({SGX_DEVICE} does not exist)")
 
 
 @pytest.fixture(scope="session")

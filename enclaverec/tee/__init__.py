@@ -1,1 +1,1 @@
-"""Trusted-execution layer: evidence backends, DCAP verification and policy, RA-TLS, attested CA, sealing."""
+"""Trusted execution: evidence backends, DCAP verification, policies, RA-TLS, sealing."""
