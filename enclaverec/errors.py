@@ -219,10 +219,36 @@ class CertificateError(VerificationError):
     check = "certificate"
 
 
+class ServerBindingError(VerificationError):
+    """An enrollment statement names another server certificate than this server's: a
+    proof made for one aggregator (or for a man in the middle) is replayed to another."""
+
+    check = "server_binding"
+
+
+class EnrollmentRefusedError(VerificationError):
+    """The attested CA refused this client's enrollment; ``check`` is the server's check
+    identifier (``membership``, ``mrenclave``, ``nonce``, ...) as it reported it."""
+
+    check = "enrollment"
+
+    def __init__(self, message: str, *, check: str = "enrollment"):
+        super().__init__(message)
+        self.check = check
+
+
 class ManifestError(VerificationError):
     """A measured configuration or manifest does not match what was attested."""
 
     check = "measured_config"
+
+
+class UnsafeManifestError(VerificationError):
+    """A Gramine manifest holds an option that weakens the enclave (an ``insecure__`` key,
+    arguments or environment from the host, DEBUG, a non-strict file check policy, ...) or
+    lacks one it must state explicitly; the message lists every problem."""
+
+    check = "gramine_manifest"
 
 
 # --- integrity (exit 4) -----------------------------------------------------------------

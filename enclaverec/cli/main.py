@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -53,6 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.log_level == "debug":
             log.exception("traceback")
         return exc.exit_code
+    except BrokenPipeError:
+        # The reader of our output went away (`enclaverec ... | head`): not an error of
+        # ours. Point stdout at devnull so the interpreter's final flush stays quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:
         stderr_console().print("enclaverec: interrupted", markup=False, soft_wrap=True)
         return 130

@@ -1,1 +1,1 @@
-"""Data sets in the Criteo schema: readers, built-in sources, splitting, partitioning, encrypted files."""
+"""Data sets in the Criteo schema: readers, built-in sources, splits, partitions, files."""
