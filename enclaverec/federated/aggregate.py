@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from enclaverec.arrays import Arrays, ModelLayout, ModelUpdate
-from enclaverec.paramservice.combine import ACCUMULATOR_DTYPE
+from enclaverec.arrays import Arrays, ModelLayout, ModelUpdate, SparseRows
+from enclaverec.paramservice.combine import ACCUMULATOR_DTYPE, apply_update
 
 # --- adaptive server optimizers (Reddi et al. 2021, "Adaptive Federated Optimization") ---
 
@@ -72,28 +72,41 @@ def _moments_step(
     return m, v, step
 
 
+def server_optimizer_step(
+    average: ModelUpdate,
+    state: ServerOptimizerState,
+    config: ServerOptimizerConfig,
+) -> ModelUpdate:
+    """The step FedAdagrad/FedAdam/FedYogi take from the averaged delta (the
+    pseudo-gradient), as an update to add to the model; ``state`` advances in place.
+
+    Dense arrays step whole. Tables sent sparse step lazily: only the rows touched in the
+    round have their moments and weights changed, as in sparse ("lazy") Adam; an untouched
+    row keeps its weights and moments bit-identical.
+    """
+    dense: Arrays = {}
+    sparse: dict[str, SparseRows] = {}
+    for name, value in average.dense.items():
+        m, v, step = _moments_step(config, state.m[name], state.v[name], value)
+        state.m[name], state.v[name] = m, v
+        dense[name] = step.astype(value.dtype)
+    for name, rows in average.sparse.items():
+        ids = rows.row_ids
+        m, v, step = _moments_step(config, state.m[name][ids], state.v[name][ids], rows.values)
+        state.m[name][ids] = m
+        state.v[name][ids] = v
+        sparse[name] = SparseRows(ids, step.astype(rows.values.dtype))
+    return ModelUpdate(dense=dense, sparse=sparse, num_samples=average.num_samples)
+
+
 def apply_server_optimizer(
     arrays: Arrays,
     average: ModelUpdate,
     state: ServerOptimizerState,
     config: ServerOptimizerConfig,
 ) -> None:
-    """Apply the averaged delta (the pseudo-gradient) with FedAdagrad/FedAdam/FedYogi.
-
-    Dense arrays are updated whole. Tables sent sparse are updated lazily: only the rows
-    touched in the round have their moments and weights changed, as in sparse ("lazy")
-    Adam; an untouched row keeps its weights and moments bit-identical.
-    """
-    for name, value in average.dense.items():
-        m, v, step = _moments_step(config, state.m[name], state.v[name], value)
-        state.m[name], state.v[name] = m, v
-        arrays[name] += step.astype(arrays[name].dtype)
-    for name, rows in average.sparse.items():
-        ids = rows.row_ids
-        m, v, step = _moments_step(config, state.m[name][ids], state.v[name][ids], rows.values)
-        state.m[name][ids] = m
-        state.v[name][ids] = v
-        arrays[name][ids] += step.astype(arrays[name].dtype)
+    """``arrays += server_optimizer_step(...)``, in place."""
+    apply_update(arrays, server_optimizer_step(average, state, config))
 
 
 def global_norm(arrays: Mapping[str, np.ndarray]) -> float:

@@ -1,0 +1,116 @@
+"""One contract suite run against every strategy, then what each one adds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from enclaverec.arrays import ModelLayout, ModelUpdate, densify, sparsify
+from enclaverec.errors import AggregationRefusedError, ConfigError
+from enclaverec.federated.strategies import STRATEGIES, LocalTraining, StrategyConfig, make_strategy
+from enclaverec.paramservice.combine import weighted_mean
+
+ROWS = 40
+LOCAL = LocalTraining(epochs=2, batch_size=32, learning_rate=0.1, seed=7)
+
+
+@pytest.fixture
+def layout() -> ModelLayout:
+    arrays = {"w": np.zeros((3,), np.float32), "embedding/C1": np.zeros((ROWS, 2), np.float32)}
+    return ModelLayout.of(arrays, tables=["embedding/C1"])
+
+
+def updates(layout: ModelLayout, seed: int) -> list[ModelUpdate]:
+    rng = np.random.default_rng(seed)
+    result = []
+    for samples in (5, 20):
+        full = {n: rng.normal(size=s.shape).astype(np.float32) for n, s in layout.specs.items()}
+        full["embedding/C1"][rng.random(ROWS) < 0.6] = 0
+        result.append(sparsify(full, layout, samples))
+    return result
+
+
+def config(name: str) -> StrategyConfig:
+    return StrategyConfig(name=name, proximal_mu=0.1 if name == "fedprox" else 0.0)
+
+
+@pytest.fixture(params=STRATEGIES)
+def strategy_name(request) -> str:
+    return request.param
+
+
+def test_contract_configure_fit_keeps_the_plan(strategy_name):
+    fit = make_strategy(config(strategy_name)).configure_fit(3, LOCAL)
+    assert (fit.epochs, fit.batch_size, fit.learning_rate, fit.seed, fit.round_index) == (
+        2,
+        32,
+        0.1,
+        7,
+        3,
+    )
+
+
+def test_contract_change_touches_only_rows_some_party_touched(strategy_name, layout):
+    batch = updates(layout, 1)
+    change = make_strategy(config(strategy_name)).aggregate(batch, layout, ["a", "b"])
+    union = np.union1d(
+        batch[0].sparse["embedding/C1"].row_ids, batch[1].sparse["embedding/C1"].row_ids
+    )
+    assert np.array_equal(change.sparse["embedding/C1"].row_ids, union)
+    assert change.dense["w"].shape == (3,) and np.all(np.isfinite(change.dense["w"]))
+
+
+def test_contract_refuses_a_bad_update(strategy_name, layout):
+    batch = updates(layout, 2)
+    bad = dict(batch[1].dense)
+    bad["w"] = np.array([np.nan, 0, 0], np.float32)
+    batch[1] = ModelUpdate(bad, batch[1].sparse, batch[1].num_samples)
+    with pytest.raises(AggregationRefusedError, match="b refused: w: non-finite"):
+        make_strategy(config(strategy_name)).aggregate(batch, layout, ["a", "b"])
+
+
+def test_contract_state_round_trip_gives_the_same_next_step(strategy_name, layout):
+    first = make_strategy(config(strategy_name))
+    first.aggregate(updates(layout, 3), layout, ["a", "b"])
+    second = make_strategy(config(strategy_name))
+    second.load_state({k: v.copy() for k, v in first.state().items()})
+    nxt = updates(layout, 4)
+    a = densify(first.aggregate(nxt, layout, ["a", "b"]), layout)
+    b = densify(second.aggregate(nxt, layout, ["a", "b"]), layout)
+    assert all(np.array_equal(a[n], b[n]) for n in a)
+
+
+def test_fedavg_and_fedprox_move_by_the_weighted_mean(layout):
+    batch = updates(layout, 5)
+    mean = densify(weighted_mean(batch, layout), layout)
+    for name in ("fedavg", "fedprox"):
+        change = densify(make_strategy(config(name)).aggregate(batch, layout, ["a", "b"]), layout)
+        assert all(np.array_equal(change[n], mean[n]) for n in mean)
+
+
+def test_fedprox_sends_its_proximal_term_to_the_parties():
+    assert make_strategy(config("fedprox")).configure_fit(1, LOCAL).proximal_mu == 0.1
+    assert make_strategy(config("fedavg")).configure_fit(1, LOCAL).proximal_mu == 0.0
+
+
+def test_adaptive_strategies_differ_from_fedavg(layout):
+    batch = updates(layout, 6)
+    mean = densify(weighted_mean(batch, layout), layout)
+    for name in ("fedadam", "fedyogi", "fedadagrad"):
+        change = densify(make_strategy(config(name)).aggregate(batch, layout, ["a", "b"]), layout)
+        assert not np.allclose(change["w"], mean["w"])
+        # Adaptive steps are bounded by about eta per coordinate (Reddi et al. 2021, §3).
+        assert np.max(np.abs(change["w"])) < 0.011
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"name": "fedsgd"}, "unknown strategy"),
+        ({"name": "fedavg", "proximal_mu": 0.1}, "FedProx"),
+        ({"name": "fedprox", "proximal_mu": 0.0}, "proximal_mu > 0"),
+    ],
+)
+def test_refuses_bad_strategy_config(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        make_strategy(StrategyConfig(**kwargs))
