@@ -139,6 +139,16 @@ class RoundCoordinator(Generic[Reply]):
             frozenset(self._live_parties()), self.clock() + self.selection.deadline_seconds
         )
 
+    def skip_to_evaluation(self) -> None:
+        """Resume a round whose FIT phase closed before a restart: evaluate it now."""
+        if self.phase is not Phase.FIT:
+            raise AggregationRefusedError("only a round in its FIT phase can skip to evaluation")
+        self._begin_evaluate()
+
+    @property
+    def replies(self) -> dict[str, Reply]:
+        return dict(self._state.replies)
+
     @property
     def selected(self) -> frozenset[str]:
         return self._state.expected

@@ -61,6 +61,19 @@ ENTRY_POINTS: Mapping[str, tuple[str, ...]] = {
 measured behaviour (address, port, log level, sealed-state directory) are not part of it."""
 
 
+ROLE_ISV_PROD_IDS: Mapping[str, int] = {
+    "aggregator": 1,
+    "party": 2,
+    "owner": 3,
+    "keybroker": 4,
+    "paramserver": 5,
+    "worker": 6,
+}
+"""ISVPRODID of each role's enclave (the manifest's ``sgx.isvprodid``): a policy that
+trusts a signer (MRSIGNER) pins the role with it, so a party enclave cannot pose as an
+aggregator signed by the same key."""
+
+
 @dataclass(frozen=True)
 class MeasuredFile:
     path: str

@@ -445,6 +445,28 @@ class PolicySpec:
             simulation_roots=roots,
         )
 
+    def to_toml(self) -> dict[str, Any]:
+        """The TOML table that :meth:`from_toml` reads back to an equal spec (sorted, so
+        the same policy always serialises, and measures, the same)."""
+        table: dict[str, Any] = {}
+        if self.mrenclaves:
+            table["mrenclave"] = sorted(value.hex() for value in self.mrenclaves)
+        if self.mrsigners:
+            table["mrsigner"] = sorted(value.hex() for value in self.mrsigners)
+        if self.isv_prod_id is not None:
+            table["isv_prod_id"] = self.isv_prod_id
+        if self.min_isv_svn is not None:
+            table["min_isv_svn"] = self.min_isv_svn
+        table["tcb_statuses"] = sorted(self.tcb_statuses)
+        if self.allowed_advisories:
+            table["allowed_advisories"] = sorted(self.allowed_advisories)
+        if self.max_collateral_age is not None:
+            table["max_collateral_age_days"] = self.max_collateral_age.total_seconds() / 86400
+        if self.unsafe_allow_simulation:
+            table["unsafe_allow_simulation"] = True
+            table["simulation_roots"] = sorted(self.simulation_roots)
+        return table
+
     @classmethod
     def from_toml(cls, table: Mapping[str, Any], *, source: str = "policy") -> PolicySpec:
         """Read a policy table. Unknown keys are errors: a typo must not weaken a policy."""

@@ -254,3 +254,19 @@ def test_extended_adds_to_a_policy():
     assert spec.tcb_statuses == frozenset({"UpToDate", "SWHardeningNeeded"})
     assert spec.unsafe_allow_simulation
     assert spec.simulation_roots == frozenset({"ef" * 32})
+
+
+def test_policy_spec_toml_round_trip():
+    spec = PolicySpec(
+        mrenclaves=frozenset({b"\x01" * 32, b"\x02" * 32}),
+        mrsigners=frozenset({b"\x03" * 32}),
+        isv_prod_id=2,
+        min_isv_svn=1,
+        tcb_statuses=frozenset({"UpToDate", "SWHardeningNeeded"}),
+        allowed_advisories=frozenset({"INTEL-SA-00615"}),
+        max_collateral_age=dt.timedelta(days=30),
+        unsafe_allow_simulation=True,
+        simulation_roots=frozenset({"ab" * 32}),
+    )
+    assert PolicySpec.from_toml(spec.to_toml()) == spec
+    assert PolicySpec.from_toml(PolicySpec().to_toml()) == PolicySpec()

@@ -1,0 +1,569 @@
+"""The aggregator role: runs the rounds of a federation inside its enclave.
+
+It holds the global model in a parameter store, tells each party what to do (train,
+evaluate, wait, finish), accepts updates and evaluation scores over mutually authenticated
+gRPC, combines the updates with the plan's strategy, scores every round's global model on
+the union of the parties' validation and test rows, keeps the best round's model, and
+seals a checkpoint after every aggregation and every round so that a restart loses no
+completed round. No TensorFlow here: the model is numpy arrays.
+
+Security: updates, scores and the model leave this process only over the attested
+channels (or, with ``--tee none``, plaintext loopback for measurement). The audit log
+records who enrolled and who contributed to which round, never an update or a key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from enclaverec.arrays import ModelUpdate
+from enclaverec.data.schema import split_sha256
+from enclaverec.errors import (
+    AggregationRefusedError,
+    ConfigError,
+    EnclaveRecError,
+    MalformedInputError,
+    TrainingError,
+)
+from enclaverec.evaluation import binary_metrics
+from enclaverec.federated.checkpoint import (
+    SEALING_LABEL,
+    AggregatorState,
+    load_checkpoint,
+    save_checkpoint,
+)
+from enclaverec.federated.config import FederationConfig
+from enclaverec.federated.rounds import Phase, RoundCoordinator, Task, TaskKind
+from enclaverec.federated.strategies import make_strategy
+from enclaverec.federated.wire import (
+    Evaluation,
+    decode_evaluation,
+    decode_update,
+    encode_model,
+    plan_message,
+)
+from enclaverec.paramservice.combine import check_update
+from enclaverec.paramservice.store import NEVER, ModelChanges, ParameterStore
+from enclaverec.report import TEEKind
+from enclaverec.tee.attested_ca import EnrollmentConfig, EnrollmentRecord, PeerIdentity
+from enclaverec.tee.backend import EvidenceBackend
+from enclaverec.transport import tensors
+from enclaverec.transport.proto import federated_pb2, federated_pb2_grpc, tensors_pb2
+from enclaverec.transport.server import (
+    AttestedServer,
+    ListenConfig,
+    ServerIdentity,
+    ServerIdentityConfig,
+)
+from enclaverec.transport.tensors import from_chunks
+
+log = logging.getLogger(__name__)
+
+AUDIT_FILE = "audit.jsonl"
+SUMMARY_FILE = "federation-summary.json"
+MAX_WAIT_SECONDS = 30.0
+MAX_PHASE_ATTEMPTS = 5
+FINISH_GRACE_SECONDS = 60.0
+MAX_UPDATE_BYTES = 2 << 30  # a kaggle-shape dense update is ~170 MB; refuse above 2 GiB
+
+
+@dataclass(frozen=True)
+class SubmittedUpdate:
+    update: ModelUpdate
+    train_seconds: float
+    train_loss: float
+    wire_bytes: int
+
+
+class AuditLog:
+    """Append-only JSON lines: enrollments, contributions, rounds, refusals; no secrets."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def write(self, event: str, **fields: Any) -> None:
+        entry = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "event": event, **fields}
+        line = json.dumps(entry, sort_keys=True, default=str)
+        with self._lock, self.path.open("a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+
+    def enrollment(self, record: EnrollmentRecord) -> None:
+        self.write("enrolled", **record.to_dict())
+
+
+class FederatedAggregator:
+    """One federation's aggregator. ``backend`` is None only for ``--tee none``."""
+
+    def __init__(
+        self,
+        config: FederationConfig,
+        *,
+        backend: EvidenceBackend | None,
+        state_dir: Path,
+        listen: ListenConfig,
+        party_verification: Any | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if (backend is None) != (config.tee is TEEKind.NONE):
+            raise ConfigError(
+                "a TEE backend is needed exactly when the federation's tee is not none"
+            )
+        self.config = config
+        self.plan = config.plan
+        self.backend = backend
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.audit = AuditLog(self.state_dir / AUDIT_FILE)
+        self.clock = clock
+        self.strategy = make_strategy(self.plan.strategy)
+        initial, self.layout = self.plan.initial_model()
+        self._sealing_key = backend.sealing_key(SEALING_LABEL) if backend is not None else None
+        restored = (
+            load_checkpoint(self.state_dir, self._sealing_key, self.layout)
+            if self._sealing_key is not None
+            else None
+        )
+        if restored is not None:
+            restored.restarts += 1
+            self.state = restored
+            self.strategy.load_state(restored.strategy_state)
+            log.info(
+                "resumed from the sealed checkpoint: %d round(s) completed, model version %d",
+                restored.completed_round,
+                restored.store.version,
+            )
+            self.audit.write("resumed", completed_round=restored.completed_round)
+        else:
+            self.state = AggregatorState(store=ParameterStore(initial, self.layout))
+        # A new incarnation per process: versions made after a restart may reuse numbers,
+        # so a party holding a version from another incarnation gets the whole model.
+        self.incarnation = secrets.token_hex(8)
+        parties = sorted(config.membership)
+        self.coordinator: RoundCoordinator[Any] = RoundCoordinator(
+            parties,
+            self.plan.rounds,
+            self.plan.selection,
+            seed=self.plan.seed,
+            start_round=self.state.completed_round + 1,
+            clock=clock,
+        )
+        if self.state.aggregated_round > self.state.completed_round:
+            # Aggregated but not evaluated before the restart: evaluate that model now.
+            self.coordinator.skip_to_evaluation()
+        self._cond = threading.Condition()
+        self._finished: set[str] = set()
+        self._attested_peers: dict[str, dict[str, Any]] = {}
+        self._wire_bytes: dict[int, dict[str, int]] = {}
+        self._round_started = time.perf_counter()
+        self._started = time.perf_counter()
+        self._failed: Exception | None = None
+        self.server = self._make_server(listen, party_verification)
+        federated_pb2_grpc.add_AggregatorServicer_to_server(
+            AggregatorServicer(self), self.server.application_server
+        )
+
+    # --- set-up ------------------------------------------------------------------------
+
+    def _make_server(self, listen: ListenConfig, party_verification: Any | None) -> AttestedServer:
+        options = [("grpc.max_receive_message_length", 8 << 20)]
+        if self.backend is None:
+            return AttestedServer.unsafe_plaintext_baseline(
+                listen, parties=self.config.membership, application_options=options
+            )
+        identity = ServerIdentity(self.backend, ServerIdentityConfig(self.state_dir))
+        enrollment = EnrollmentConfig(
+            membership=self.config.membership,
+            require_membership_signature=True,
+            require_evidence=self.config.parties_attest,
+        )
+        return AttestedServer.create(
+            identity,
+            enrollment,
+            listen,
+            evidence_verification=party_verification if self.config.parties_attest else None,
+            audit=self.audit.enrollment,
+            application_options=options,
+        )
+
+    # --- what the servicer calls (under the condition's lock) ---------------------------
+
+    def peer(self, context: grpc.ServicerContext) -> PeerIdentity:
+        identity = self.server.peer_identity(context)
+        if identity.party_id not in self._attested_peers:
+            self._attested_peers[identity.party_id] = identity.to_dict()
+        return identity
+
+    def task_for(self, party: str, wait_seconds: float) -> Task:
+        deadline = time.monotonic() + min(max(wait_seconds, 0.0), MAX_WAIT_SECONDS)
+        with self._cond:
+            while True:
+                task = self.coordinator.task_for(party)
+                remaining = deadline - time.monotonic()
+                if task.kind is not TaskKind.WAIT or remaining <= 0 or self._failed:
+                    return task
+                self._cond.wait(min(remaining, 1.0))
+
+    def fit_instructions(self, round_index: int) -> federated_pb2.FitInstructions:
+        fit = self.strategy.configure_fit(round_index, self.plan.local)
+        return federated_pb2.FitInstructions(
+            epochs=fit.epochs,
+            batch_size=fit.batch_size,
+            learning_rate=fit.learning_rate,
+            proximal_mu=fit.proximal_mu,
+            seed=fit.seed,
+        )
+
+    def model_changes(self, since: int, incarnation: str) -> tuple[ModelChanges, bool]:
+        """What a party holding ``since`` (of ``incarnation``) needs; the whole model, dense,
+        when it holds nothing of this incarnation (row ids for every row would only add
+        bytes)."""
+        with self._cond:
+            store = self.state.store
+            if since < 0 or incarnation != self.incarnation or since > store.version:
+                return ModelChanges(NEVER, store.version, store.snapshot(), {}), True
+            return store.changes_since(since), False
+
+    def submit_update(
+        self, party: str, payload: federated_pb2.UpdatePayload, wire_bytes: int
+    ) -> None:
+        update = decode_update(payload)
+        with self._cond:
+            if (
+                payload.incarnation != self.incarnation
+                or payload.base_version != self.state.store.version
+            ):
+                raise AggregationRefusedError(
+                    f"update from {party} for round {payload.round} refused: it was trained "
+                    f"from model version {payload.base_version} ({payload.incarnation or '?'}), "
+                    f"the global model is at {self.state.store.version} ({self.incarnation})"
+                )
+            check_update(update, self.layout, contributor=party, norm_bound=self.plan.norm_bound)
+            self.coordinator.accept(
+                party,
+                Phase.FIT,
+                payload.round,
+                SubmittedUpdate(update, payload.train_seconds, payload.train_loss, wire_bytes),
+            )
+            self._wire_bytes.setdefault(payload.round, {})[party] = wire_bytes
+            self.audit.write(
+                "update",
+                party_id=party,
+                round=payload.round,
+                samples=update.num_samples,
+                bytes=wire_bytes,
+            )
+            self._cond.notify_all()
+
+    def submit_evaluation(self, party: str, payload: federated_pb2.EvaluationPayload) -> None:
+        evaluation = decode_evaluation(payload)
+        with self._cond:
+            if (
+                payload.incarnation != self.incarnation
+                or payload.model_version != self.state.store.version
+            ):
+                raise AggregationRefusedError(
+                    f"evaluation from {party} refused: it scored model version "
+                    f"{payload.model_version}, the global model is at {self.state.store.version}"
+                )
+            self.coordinator.accept(party, Phase.EVALUATE, payload.round, evaluation)
+            self._cond.notify_all()
+
+    def best_model(self) -> tuple[dict[str, np.ndarray], int]:
+        with self._cond:
+            if self.state.best_arrays is None:
+                return self.state.store.snapshot(), self.state.completed_round
+            return self.state.best_arrays, self.state.best_round or 0
+
+    def mark_finished(self, party: str) -> None:
+        with self._cond:
+            self._finished.add(party)
+            self.audit.write("finished", party_id=party)
+            self._cond.notify_all()
+
+    # --- the rounds ----------------------------------------------------------------------
+
+    def run(self, *, on_round: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Serve until every round is done and the parties have fetched the best model
+        (or a grace period has passed); returns the summary it also writes."""
+        endpoints = self.server.start()
+        self.audit.write(
+            "started",
+            attested=self.server.attested,
+            mrenclave=self.backend.measurement().hex() if self.backend else None,
+            application_port=endpoints.application_port,
+            enrollment_port=endpoints.enrollment_port,
+        )
+        try:
+            self._drive(on_round)
+        finally:
+            self.server.stop(grace=1.0)
+        summary = self.summary()
+        _write_json(self.state_dir / SUMMARY_FILE, summary)
+        return summary
+
+    def _drive(self, on_round: Callable[[dict[str, Any]], None] | None) -> None:
+        attempts = 0
+        done_at: float | None = None
+        with self._cond:
+            while True:
+                if self.coordinator.phase is Phase.DONE:
+                    done_at = done_at or time.monotonic()
+                    live = set(self.coordinator.last_seen)
+                    if live <= self._finished or time.monotonic() - done_at > FINISH_GRACE_SECONDS:
+                        return
+                    self._cond.wait(0.5)
+                    continue
+                if self.coordinator.ready():
+                    phase, round_index = self.coordinator.phase, self.coordinator.round
+                    replies = self.coordinator.close_phase()
+                    attempts = 0
+                    if phase is Phase.FIT:
+                        self._aggregate(round_index, replies)
+                    else:
+                        record = self._evaluate(round_index, replies)
+                        if on_round is not None:
+                            on_round(record)
+                    self._cond.notify_all()
+                    continue
+                if self.coordinator.expired_without_quorum():
+                    attempts += 1
+                    if attempts >= MAX_PHASE_ATTEMPTS:
+                        self._failed = TrainingError(
+                            f"round {self.coordinator.round}: no quorum after {attempts} deadlines"
+                        )
+                        self._cond.notify_all()
+                        raise self._failed
+                    log.warning(
+                        "round %d %s: deadline passed with %d of %d replies (quorum %d); "
+                        "selecting again among the live parties",
+                        self.coordinator.round,
+                        self.coordinator.phase.value,
+                        len(self.coordinator.replies),
+                        len(self.coordinator.selected),
+                        self.coordinator.quorum_count,
+                    )
+                    self.audit.write(
+                        "phase_restarted",
+                        round=self.coordinator.round,
+                        phase=self.coordinator.phase.value,
+                    )
+                    self.coordinator.restart_phase()
+                    self._cond.notify_all()
+                    continue
+                self._cond.wait(min(1.0, max(self.coordinator.seconds_to_deadline(), 0.05)))
+
+    def _aggregate(self, round_index: int, replies: dict[str, SubmittedUpdate]) -> None:
+        parties = list(replies)
+        change = self.strategy.aggregate(
+            [reply.update for reply in replies.values()], self.layout, parties, self.plan.norm_bound
+        )
+        self.state.store.apply(change)
+        self.state.aggregated_round = round_index
+        self.state.strategy_state = dict(self.strategy.state())
+        self.state.train_samples += sum(reply.update.num_samples for reply in replies.values())
+        # Parties train in parallel: the round's training phase lasts as long as its slowest.
+        self.state.train_seconds += max(reply.train_seconds for reply in replies.values())
+        for party in parties:
+            self.state.contributions.setdefault(party, []).append(round_index)
+        self.audit.write(
+            "aggregated", round=round_index, parties=parties, model_version=self.state.store.version
+        )
+        self._checkpoint()
+
+    def _evaluate(self, round_index: int, replies: dict[str, Evaluation]) -> dict[str, Any]:
+        values = list(replies.values())
+        validation = binary_metrics(
+            np.concatenate([e.validation_labels for e in values]),
+            np.concatenate([e.validation_scores for e in values]),
+        )
+        test = binary_metrics(
+            np.concatenate([e.test_labels for e in values]),
+            np.concatenate([e.test_scores for e in values]),
+        )
+        test_ids = np.concatenate([e.test_row_ids for e in values])
+        elapsed = self.state.wall_seconds_before + (time.perf_counter() - self._started)
+        record = {
+            "round": round_index,
+            "val_auc": validation.auc,
+            "val_logloss": validation.logloss,
+            "test_auc": test.auc,
+            "test_logloss": test.logloss,
+            "test_accuracy": test.accuracy,
+            "test_rows": test.rows,
+            "wall_seconds": elapsed,
+            "round_seconds": time.perf_counter() - self._round_started,
+            "parties_evaluated": sorted(replies),
+            "bytes_received": self._wire_bytes.get(round_index, {}),
+        }
+        self._round_started = time.perf_counter()
+        self.state.history.append(record)
+        if self.state.best_val_auc is None or validation.auc > self.state.best_val_auc:
+            self.state.best_round = round_index
+            self.state.best_val_auc = validation.auc
+            self.state.best_arrays = self.state.store.snapshot()
+            self.state.best_test = {
+                "test_auc": test.auc,
+                "test_logloss": test.logloss,
+                "test_accuracy": test.accuracy,
+                "test_rows": test.rows,
+                "test_split_sha256": split_sha256(test_ids),
+            }
+        self.state.completed_round = round_index
+        self.audit.write(
+            "round_completed", round=round_index, val_auc=validation.auc, test_auc=test.auc
+        )
+        log.info(
+            "round %d/%d: validation AUC %.4f, test AUC %.4f (%d parties)",
+            round_index,
+            self.plan.rounds,
+            validation.auc,
+            test.auc,
+            len(replies),
+        )
+        self._checkpoint()
+        return record
+
+    def _checkpoint(self) -> None:
+        if self._sealing_key is None:
+            return  # --tee none: nothing may be written in plaintext, and nothing sealed
+        elapsed = time.perf_counter() - self._started
+        save_checkpoint(
+            self.state_dir,
+            self._sealing_key,
+            self.state,
+            wall_seconds=self.state.wall_seconds_before + elapsed,
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """What the federation achieved, without any model or data: for metrics.json."""
+        with self._cond:
+            wall = self.state.wall_seconds_before + (time.perf_counter() - self._started)
+            return {
+                "federation": self.config.name,
+                "tee": self.config.tee.value,
+                "parties_attest": self.config.parties_attest,
+                "parties": len(self.config.membership),
+                "rounds_planned": self.plan.rounds,
+                "rounds_completed": self.state.completed_round,
+                "best_round": self.state.best_round,
+                "best_val_auc": self.state.best_val_auc,
+                "best_test": self.state.best_test,
+                "history": self.state.history,
+                "contributions": self.state.contributions,
+                "train_samples": self.state.train_samples,
+                "train_seconds": self.state.train_seconds,
+                "wall_seconds": wall,
+                "restarts": self.state.restarts,
+                "attested_peers": sorted(
+                    self._attested_peers.values(), key=lambda p: p["party_id"]
+                ),
+                "update_encoding": self.plan.update_encoding.value,
+                "mrenclave": self.backend.measurement().hex() if self.backend else None,
+            }
+
+
+def _write_json(path: Path, document: Any) -> None:
+    path.write_text(json.dumps(document, indent=2, sort_keys=True, default=str) + "\n")
+
+
+# --- the gRPC service ---------------------------------------------------------------------
+
+
+def _abort_for(context: grpc.ServicerContext, exc: EnclaveRecError) -> None:
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    if isinstance(exc, MalformedInputError):
+        code = grpc.StatusCode.INVALID_ARGUMENT
+    context.abort(code, str(exc))
+
+
+class AggregatorServicer(federated_pb2_grpc.AggregatorServicer):
+    """Every RPC first establishes who the peer is (``peer_identity`` aborts an
+    unauthenticated call), then asks the aggregator."""
+
+    def __init__(self, aggregator: FederatedAggregator) -> None:
+        self.aggregator = aggregator
+
+    def GetPlan(self, request, context):  # noqa: N802 - gRPC's naming
+        self.aggregator.peer(context)
+        return plan_message(self.aggregator.config, self.aggregator.layout)
+
+    def GetTask(self, request, context):  # noqa: N802
+        party = self.aggregator.peer(context).party_id
+        try:
+            task = self.aggregator.task_for(party, request.wait_seconds)
+        except AggregationRefusedError as exc:
+            _abort_for(context, exc)
+        kind = {
+            TaskKind.FIT: federated_pb2.FIT,
+            TaskKind.EVALUATE: federated_pb2.EVALUATE,
+            TaskKind.WAIT: federated_pb2.WAIT,
+            TaskKind.FINISHED: federated_pb2.FINISHED,
+        }[task.kind]
+        message = federated_pb2.Task(
+            kind=kind,
+            round=task.round,
+            attempt=task.attempt,
+            model_version=self.aggregator.state.store.version,
+            model_incarnation=self.aggregator.incarnation,
+        )
+        if task.kind is TaskKind.FIT:
+            message.fit.CopyFrom(self.aggregator.fit_instructions(task.round))
+        return message
+
+    def PullModel(self, request, context) -> Iterator[tensors_pb2.Chunk]:  # noqa: N802
+        party = self.aggregator.peer(context).party_id
+        if request.which == federated_pb2.BEST:
+            arrays, best_round = self.aggregator.best_model()
+            payload = encode_model(
+                arrays, {}, self.aggregator.layout, version=0, incarnation="", complete=True
+            )
+            payload.best_round = best_round
+            self.aggregator.mark_finished(party)
+        else:
+            changes, complete = self.aggregator.model_changes(
+                request.since_version, request.incarnation
+            )
+            payload = encode_model(
+                changes.dense,
+                changes.sparse,
+                self.aggregator.layout,
+                version=changes.version,
+                incarnation=self.aggregator.incarnation,
+                complete=complete,
+            )
+        yield from tensors.to_chunks(payload)
+
+    def SubmitUpdate(self, request_iterator, context):  # noqa: N802
+        party = self.aggregator.peer(context).party_id
+        try:
+            payload = from_chunks(
+                request_iterator, federated_pb2.UpdatePayload, max_bytes=MAX_UPDATE_BYTES
+            )
+            self.aggregator.submit_update(party, payload, payload.ByteSize())
+        except (AggregationRefusedError, MalformedInputError) as exc:
+            self.aggregator.audit.write("refused", party_id=party, reason=str(exc))
+            log.warning("%s", exc)
+            _abort_for(context, exc)
+        return federated_pb2.SubmitReply(accepted=True)
+
+    def SubmitEvaluation(self, request_iterator, context):  # noqa: N802
+        party = self.aggregator.peer(context).party_id
+        try:
+            payload = from_chunks(request_iterator, federated_pb2.EvaluationPayload)
+            self.aggregator.submit_evaluation(party, payload)
+        except (AggregationRefusedError, MalformedInputError) as exc:
+            self.aggregator.audit.write("refused", party_id=party, reason=str(exc))
+            _abort_for(context, exc)
+        return federated_pb2.SubmitReply(accepted=True)

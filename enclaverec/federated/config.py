@@ -1,0 +1,489 @@
+"""A federation's files, read into frozen configuration: the plan every party trains by,
+the aggregator's measured configuration (``federation.toml``) and a party's
+(``party.toml``).
+
+The aggregator's measured configuration holds the plan, the membership and the policy its
+parties' evidence must meet; it is hashed into the aggregator's measurement, so changing
+any of them changes MRENCLAVE and the parties refuse the aggregator. A party's file holds
+its identity, its data, where the aggregator is and the policy the aggregator must meet.
+Relative paths in either file are relative to the file's folder.
+
+Policies cannot pin each other's MRENCLAVE both ways (each measurement would contain the
+other), so parties pin the aggregator's MRENCLAVE and the aggregator pins the parties'
+signer (MRSIGNER) and role (ISVPRODID), plus each party's membership key.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from enclaverec.arrays import Arrays, ModelLayout
+from enclaverec.data.schema import FeatureSpec
+from enclaverec.errors import ConfigError, UsageError
+from enclaverec.federated.rounds import SelectionConfig
+from enclaverec.federated.strategies import LocalTraining, StrategyConfig
+from enclaverec.paramservice.combine import RowNormalisation
+from enclaverec.report import TEEKind
+from enclaverec.tee.policy import PolicySpec
+
+FORMAT_VERSION = 1
+FEDERATION_FILE = "federation.toml"
+PARTY_FILE = "party.toml"
+
+
+class ModelKind(enum.Enum):
+    """What the parties train: the DLRM (TensorFlow), or the numpy logistic regression
+    (``enclaverec.logreg``) that protocol, fault and security tests use."""
+
+    DLRM = "dlrm"
+    LOGREG = "logreg"
+
+
+class UpdateEncoding(enum.Enum):
+    """How a party sends its embedding-table deltas: the touched rows only (the default),
+    or whole tables (a measurement baseline for bytes on the wire)."""
+
+    SPARSE = "sparse"
+    DENSE = "dense"
+
+
+# --- reading TOML tables strictly ------------------------------------------------------
+
+
+def _table(data: Mapping[str, Any], key: str, where: str, *, required: bool = True) -> dict:
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise ConfigError(f"{where}: missing table [{key}]")
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: [{key}] must be a table")
+    return value
+
+
+def _check_keys(table: Mapping[str, Any], known: set[str], where: str) -> None:
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+
+
+def _get(
+    table: Mapping[str, Any],
+    key: str,
+    kind: type | tuple[type, ...],
+    where: str,
+    default: Any = ...,
+) -> Any:
+    if key not in table:
+        if default is ...:
+            raise ConfigError(f"{where}: missing key {key}")
+        return default
+    value = table[key]
+    # bool is an int in Python: never accept true for a number.
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise ConfigError(f"{where}: {key} has the wrong type")
+    if not isinstance(value, kind):
+        raise ConfigError(f"{where}: {key} has the wrong type")
+    return value
+
+
+def load_toml_file(path: Path) -> tuple[dict[str, Any], bytes]:
+    """The parsed file and its exact bytes (the bytes are what is measured)."""
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError as exc:
+        raise UsageError(f"configuration file not found: {path}") from exc
+    try:
+        return tomllib.loads(raw.decode("utf-8")), raw
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+
+
+# --- the plan ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FederatedPlan:
+    """What every party trains and how the aggregator combines it; identical for all."""
+
+    model: ModelKind
+    preset: str
+    optimizer: str
+    dataset: str
+    features: FeatureSpec
+    hashing: Mapping[str, Any] | None
+    seed: int
+    rounds: int
+    local: LocalTraining
+    strategy: StrategyConfig
+    selection: SelectionConfig
+    norm_bound: float | None = None
+    update_encoding: UpdateEncoding = UpdateEncoding.SPARSE
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ConfigError(f"rounds must be at least 1, got {self.rounds}")
+        if self.norm_bound is not None and not (
+            math.isfinite(self.norm_bound) and self.norm_bound > 0
+        ):
+            raise ConfigError(f"norm_bound must be positive, got {self.norm_bound}")
+
+    def to_toml(self) -> dict[str, Any]:
+        table: dict[str, Any] = {
+            "model": self.model.value,
+            "preset": self.preset,
+            "optimizer": self.optimizer,
+            "dataset": self.dataset,
+            "seed": self.seed,
+            "rounds": self.rounds,
+            "local_epochs": self.local.epochs,
+            "batch_size": self.local.batch_size,
+            "learning_rate": self.local.learning_rate,
+            "update_encoding": self.update_encoding.value,
+            "norm_bound": self.norm_bound or 0.0,
+            "strategy": {
+                "name": self.strategy.name,
+                "proximal_mu": self.strategy.proximal_mu,
+                "server_learning_rate": self.strategy.server_learning_rate,
+                "beta1": self.strategy.beta1,
+                "beta2": self.strategy.beta2,
+                "tau": self.strategy.tau,
+                "row_normalisation": self.strategy.row_normalisation.value,
+            },
+            "selection": {
+                "fraction": self.selection.fraction,
+                "min_parties": self.selection.min_parties,
+                "quorum": self.selection.quorum,
+                "deadline_seconds": self.selection.deadline_seconds,
+            },
+            "features": self.features.to_dict(),
+        }
+        if self.hashing is not None:
+            table["hashing"] = dict(self.hashing)
+        return table
+
+    @classmethod
+    def from_toml(cls, table: Mapping[str, Any], *, where: str = "[plan]") -> FederatedPlan:
+        known = {
+            "model", "preset", "optimizer", "dataset", "seed", "rounds", "local_epochs",
+            "batch_size", "learning_rate", "update_encoding", "norm_bound", "strategy",
+            "selection", "features", "hashing",
+        }  # fmt: skip
+        _check_keys(table, known, where)
+        strategy = _table(table, "strategy", where)
+        _check_keys(
+            strategy,
+            {
+                "name",
+                "proximal_mu",
+                "server_learning_rate",
+                "beta1",
+                "beta2",
+                "tau",
+                "row_normalisation",
+            },
+            f"{where}.strategy",
+        )
+        selection = _table(table, "selection", where)
+        _check_keys(
+            selection,
+            {"fraction", "min_parties", "quorum", "deadline_seconds"},
+            f"{where}.selection",
+        )
+        features = _table(table, "features", where)
+        try:
+            spec = FeatureSpec.from_dict(features)
+            model = ModelKind(_get(table, "model", str, where))
+            encoding = UpdateEncoding(_get(table, "update_encoding", str, where, "sparse"))
+            rows = RowNormalisation(_get(strategy, "row_normalisation", str, where, "all"))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
+        number = (int, float)
+        seed = _get(table, "seed", int, where)
+        bound = float(_get(table, "norm_bound", number, where, 0.0))
+        return cls(
+            model=model,
+            preset=_get(table, "preset", str, where),
+            optimizer=_get(table, "optimizer", str, where),
+            dataset=_get(table, "dataset", str, where),
+            features=spec,
+            hashing=_get(table, "hashing", dict, where, None),
+            seed=seed,
+            rounds=_get(table, "rounds", int, where),
+            local=LocalTraining(
+                epochs=_get(table, "local_epochs", int, where),
+                batch_size=_get(table, "batch_size", int, where),
+                learning_rate=float(_get(table, "learning_rate", number, where)),
+                seed=seed,
+            ),
+            strategy=StrategyConfig(
+                name=_get(strategy, "name", str, where),
+                proximal_mu=float(_get(strategy, "proximal_mu", number, where, 0.0)),
+                server_learning_rate=float(
+                    _get(strategy, "server_learning_rate", number, where, 1e-2)
+                ),
+                beta1=float(_get(strategy, "beta1", number, where, 0.9)),
+                beta2=float(_get(strategy, "beta2", number, where, 0.99)),
+                tau=float(_get(strategy, "tau", number, where, 1e-3)),
+                row_normalisation=rows,
+            ),
+            selection=SelectionConfig(
+                fraction=float(_get(selection, "fraction", number, where, 1.0)),
+                min_parties=_get(selection, "min_parties", int, where, 1),
+                quorum=float(_get(selection, "quorum", number, where, 1.0)),
+                deadline_seconds=float(_get(selection, "deadline_seconds", number, where, 600.0)),
+            ),
+            norm_bound=bound if bound > 0 else None,
+            update_encoding=encoding,
+        )
+
+    # --- the model the plan describes ----------------------------------------------------
+
+    def initial_model(self) -> tuple[Arrays, ModelLayout]:
+        """The initial global model (numpy, seeded by the plan: no TensorFlow) and its
+        layout. Every party could compute the same; the aggregator's copy is the one used."""
+        if self.model is ModelKind.LOGREG:
+            from enclaverec.data.schema import Examples
+            from enclaverec.logreg import LogisticRegressionTrainer
+
+            empty = Examples(
+                np.zeros((0, self.features.num_dense), np.float32),
+                np.zeros((0, self.features.num_categorical), np.int32),
+                np.zeros(0, np.float32),
+                np.zeros(0, np.int64),
+            )
+            trainer = LogisticRegressionTrainer(self.features, empty, seed=self.seed)
+            arrays = trainer.initial_arrays()
+            return arrays, ModelLayout.of(arrays, tables=trainer.table_names())
+        from enclaverec.model.config import PRESETS, Preset
+        from enclaverec.model.weights import EMBEDDING_PREFIX, initial_arrays
+
+        try:
+            config = PRESETS[Preset(self.preset)].model
+        except ValueError as exc:
+            raise ConfigError(f"unknown preset {self.preset!r}") from exc
+        arrays = initial_arrays(self.features, config, seed=self.seed)
+        tables = [name for name in arrays if name.startswith(EMBEDDING_PREFIX)]
+        return arrays, ModelLayout.of(arrays, tables=tables)
+
+
+# --- the aggregator's measured configuration -------------------------------------------
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """``federation.toml``: the aggregator's measured configuration."""
+
+    name: str
+    tee: TEEKind
+    parties_attest: bool
+    simulation_dir: Path | None
+    plan: FederatedPlan
+    membership: Mapping[str, str]
+    party_policy: PolicySpec | None
+    source: Path
+    raw: bytes
+
+    def __post_init__(self) -> None:
+        if not self.membership:
+            raise ConfigError(f"{self.source}: the membership lists no party")
+        if self.plan.selection.min_parties > len(self.membership):
+            raise ConfigError(
+                f"{self.source}: min_parties {self.plan.selection.min_parties} exceeds the "
+                f"{len(self.membership)} members"
+            )
+        if self.parties_attest and self.tee is not TEEKind.NONE and self.party_policy is None:
+            raise ConfigError(f"{self.source}: parties_attest = true needs a [party_policy] table")
+        if self.tee is TEEKind.SIMULATED and self.simulation_dir is None:
+            raise ConfigError(f"{self.source}: a simulated TEE needs [federation] simulation")
+
+    @classmethod
+    def load(cls, path: Path) -> FederationConfig:
+        data, raw = load_toml_file(path)
+        where = str(path)
+        _check_keys(data, {"federation", "plan", "membership", "party_policy"}, where)
+        federation = _table(data, "federation", where)
+        _check_keys(
+            federation,
+            {"name", "format", "tee", "parties_attest", "simulation"},
+            f"{where} [federation]",
+        )
+        if federation.get("format") != FORMAT_VERSION:
+            raise ConfigError(
+                f"{where}: format {federation.get('format')!r} is not {FORMAT_VERSION}"
+            )
+        try:
+            tee = TEEKind(_get(federation, "tee", str, where))
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
+        simulation = federation.get("simulation")
+        membership = {}
+        for party, entry in _table(data, "membership", where).items():
+            if not isinstance(entry, dict) or set(entry) != {"public_key"}:
+                raise ConfigError(f"{where}: [membership.{party}] must hold exactly public_key")
+            membership[party] = _get(entry, "public_key", str, where)
+        policy_table = _table(data, "party_policy", where, required=False)
+        return cls(
+            name=_get(federation, "name", str, where),
+            tee=tee,
+            parties_attest=_get(federation, "parties_attest", bool, where),
+            simulation_dir=(path.parent / simulation) if isinstance(simulation, str) else None,
+            plan=FederatedPlan.from_toml(_table(data, "plan", where), where=f"{where} [plan]"),
+            membership=membership,
+            party_policy=PolicySpec.from_toml(policy_table, source=f"{where} [party_policy]")
+            if policy_table
+            else None,
+            source=path,
+            raw=raw,
+        )
+
+
+def federation_toml(
+    *,
+    name: str,
+    tee: TEEKind,
+    parties_attest: bool,
+    simulation: str | None,
+    plan: FederatedPlan,
+    membership: Mapping[str, str],
+    party_policy: PolicySpec | None,
+) -> dict[str, Any]:
+    """The ``federation.toml`` document (the inverse of :meth:`FederationConfig.load`)."""
+    federation: dict[str, Any] = {
+        "name": name,
+        "format": FORMAT_VERSION,
+        "tee": tee.value,
+        "parties_attest": parties_attest,
+    }
+    if simulation is not None:
+        federation["simulation"] = simulation
+    document: dict[str, Any] = {
+        "federation": federation,
+        "plan": plan.to_toml(),
+        "membership": {party: {"public_key": pem} for party, pem in membership.items()},
+    }
+    if party_policy is not None:
+        document["party_policy"] = party_policy.to_toml()
+    return document
+
+
+# --- a party's configuration ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PartyConfig:
+    """``party.toml``: one party's identity, data, aggregator address and policy."""
+
+    party_id: str
+    tee: TEEKind
+    simulation_dir: Path | None
+    identity_key: Path | None
+    passphrase_file: Path | None
+    data: Path
+    aggregator_host: str
+    aggregator_port: int
+    aggregator_enrollment_port: int | None
+    aggregator_policy: PolicySpec | None
+    source: Path
+    raw: bytes
+
+    @classmethod
+    def load(cls, path: Path) -> PartyConfig:
+        data, raw = load_toml_file(path)
+        where = str(path)
+        _check_keys(data, {"party", "aggregator", "aggregator_policy"}, where)
+        party = _table(data, "party", where)
+        _check_keys(
+            party,
+            {"id", "format", "tee", "simulation", "identity_key", "passphrase_file", "data"},
+            f"{where} [party]",
+        )
+        if party.get("format") != FORMAT_VERSION:
+            raise ConfigError(f"{where}: format {party.get('format')!r} is not {FORMAT_VERSION}")
+        aggregator = _table(data, "aggregator", where)
+        _check_keys(aggregator, {"host", "port", "enrollment_port"}, f"{where} [aggregator]")
+        try:
+            tee = TEEKind(_get(party, "tee", str, where))
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
+        base = path.parent
+
+        def relative(key: str) -> Path | None:
+            value = _get(party, key, str, where, None)
+            return (base / value) if value is not None else None
+
+        policy_table = _table(data, "aggregator_policy", where, required=False)
+        config = cls(
+            party_id=_get(party, "id", str, where),
+            tee=tee,
+            simulation_dir=relative("simulation"),
+            identity_key=relative("identity_key"),
+            passphrase_file=relative("passphrase_file"),
+            data=base / _get(party, "data", str, where),
+            aggregator_host=_get(aggregator, "host", str, where),
+            aggregator_port=_get(aggregator, "port", int, where),
+            aggregator_enrollment_port=_get(aggregator, "enrollment_port", int, where, None),
+            aggregator_policy=PolicySpec.from_toml(
+                policy_table, source=f"{where} [aggregator_policy]"
+            )
+            if policy_table
+            else None,
+            source=path,
+            raw=raw,
+        )
+        if tee is not TEEKind.NONE:
+            if config.aggregator_policy is None or not config.aggregator_policy.identity_checked:
+                raise ConfigError(
+                    f"{where}: [aggregator_policy] must pin the aggregator (mrenclave or "
+                    "mrsigner); without it any enclave could pose as the aggregator"
+                )
+            if config.aggregator_enrollment_port is None:
+                raise ConfigError(f"{where}: [aggregator] needs enrollment_port")
+        if tee is TEEKind.SIMULATED and config.simulation_dir is None:
+            raise ConfigError(f"{where}: a simulated TEE needs [party] simulation")
+        return config
+
+
+def party_toml(
+    *,
+    party_id: str,
+    tee: TEEKind,
+    simulation: str | None,
+    identity_key: str | None,
+    passphrase_file: str | None,
+    data: str,
+    host: str,
+    port: int,
+    enrollment_port: int | None,
+    aggregator_policy: PolicySpec | None,
+) -> dict[str, Any]:
+    party: dict[str, Any] = {
+        "id": party_id,
+        "format": FORMAT_VERSION,
+        "tee": tee.value,
+        "data": data,
+    }
+    for key, value in (
+        ("simulation", simulation),
+        ("identity_key", identity_key),
+        ("passphrase_file", passphrase_file),
+    ):
+        if value is not None:
+            party[key] = value
+    aggregator: dict[str, Any] = {"host": host, "port": port}
+    if enrollment_port is not None:
+        aggregator["enrollment_port"] = enrollment_port
+    document: dict[str, Any] = {"party": party, "aggregator": aggregator}
+    if aggregator_policy is not None:
+        document["aggregator_policy"] = aggregator_policy.to_toml()
+    return document

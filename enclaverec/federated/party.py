@@ -1,0 +1,267 @@
+"""The party role: trains on its own rows and talks only to an attested aggregator.
+
+It opens its session (which verifies and pins the aggregator before anything is sent,
+then enrolls), fetches the measured plan, and then does what the aggregator asks: train
+local epochs from the broadcast model and send the delta (touched embedding rows only),
+score a global model on its validation and test rows, wait, or finish by fetching the best
+global model into its own trust domain. Its optimizer state stays in its trainer across
+rounds and never leaves it.
+
+Security: the only things sent are the model delta, the number of training rows, and
+scores with labels for evaluation; no feature ever leaves the party's process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import grpc
+
+from enclaverec.arrays import Arrays, ModelLayout, ModelUpdate, delta, sparsify
+from enclaverec.data.schema import DataSet
+from enclaverec.errors import (
+    AggregationRefusedError,
+    ConfigError,
+    MalformedInputError,
+    TransportError,
+)
+from enclaverec.federated.config import FederatedPlan, UpdateEncoding
+from enclaverec.federated.wire import (
+    apply_model,
+    decode_layout,
+    encode_evaluation,
+    encode_update,
+)
+from enclaverec.trainer import FitConfig, Trainer
+from enclaverec.transport import tensors
+from enclaverec.transport.proto import federated_pb2, federated_pb2_grpc
+from enclaverec.transport.session import Session
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+TrainerFactory = Callable[[FederatedPlan, DataSet], Trainer]
+"""Builds the party's trainer for the plan on its own data (the TensorFlow DLRM in real
+runs, the numpy logistic regression in protocol tests)."""
+
+POLL_SECONDS = 10.0
+RPC_TIMEOUT_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class PartyOptions:
+    """How long a party keeps trying to reach an aggregator that went away (a restart),
+    and an optional hook that sees each update before it is sent (tests)."""
+
+    reconnect_seconds: float = 300.0
+    poll_seconds: float = POLL_SECONDS
+    on_update: Callable[[int, ModelUpdate], None] | None = field(default=None, repr=False)
+
+
+@dataclass
+class PartyResult:
+    """What this party did; ``best_model`` is the best global model, for export."""
+
+    party_id: str
+    rounds_trained: list[int] = field(default_factory=list)
+    rounds_evaluated: list[int] = field(default_factory=list)
+    bytes_sent: dict[int, int] = field(default_factory=dict)
+    train_samples: int = 0
+    refusals: list[str] = field(default_factory=list)
+    best_round: int | None = None
+    best_model: Arrays | None = field(default=None, repr=False)
+    plan: FederatedPlan | None = None
+    layout: ModelLayout | None = None
+    trainer: Trainer | None = field(default=None, repr=False)
+
+
+class FederatedParty:
+    def __init__(
+        self,
+        session: Session,
+        data: DataSet,
+        trainer_factory: TrainerFactory,
+        options: PartyOptions | None = None,
+    ) -> None:
+        self.session = session
+        self.data = data
+        self.trainer_factory = trainer_factory
+        self.options = options or PartyOptions()
+        self.result = PartyResult(party_id=session.party_id)
+        self._held: Arrays | None = None
+        self._held_version = -1
+        self._held_incarnation = ""
+
+    # --- RPCs, with retries while the aggregator is away --------------------------------
+
+    def _call(self, what: str, fn: Callable[[federated_pb2_grpc.AggregatorStub], T]) -> T:
+        give_up = time.monotonic() + self.options.reconnect_seconds
+        pause = 0.2
+        while True:
+            try:
+                return self.session.call(
+                    lambda channel: fn(federated_pb2_grpc.AggregatorStub(channel))
+                )
+            except grpc.RpcError as exc:
+                code = exc.code() if callable(getattr(exc, "code", None)) else None
+                if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT):
+                    raise AggregationRefusedError(f"{what}: {exc.details()}") from exc
+                if time.monotonic() > give_up:
+                    raise TransportError(
+                        f"{what}: the aggregator is unreachable ({code.name if code else exc})"
+                    ) from exc
+                log.info(
+                    "%s: aggregator unavailable (%s); retrying", what, code.name if code else exc
+                )
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
+    # --- the protocol --------------------------------------------------------------------
+
+    def fetch_plan(self) -> tuple[FederatedPlan, ModelLayout]:
+        message = self._call(
+            "plan", lambda stub: stub.GetPlan(federated_pb2.PlanRequest(), timeout=60)
+        )
+        try:
+            plan = FederatedPlan.from_toml(
+                tomllib.loads(message.plan_toml.decode()), where="the aggregator's plan"
+            )
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise MalformedInputError("the aggregator's plan is not TOML") from exc
+        layout = decode_layout(message)
+        if plan.features != self.data.spec:
+            raise ConfigError(
+                f"{self.session.party_id}: this party's data ({self.data.name}) does not have the "
+                "plan's features (names or table sizes differ)"
+            )
+        return plan, layout
+
+    def _pull(self, layout: ModelLayout, *, best: bool = False) -> federated_pb2.ModelPayload:
+        request = federated_pb2.PullRequest(
+            which=federated_pb2.BEST if best else federated_pb2.CURRENT,
+            since_version=-1 if best else self._held_version,
+            incarnation="" if best else self._held_incarnation,
+        )
+        payload = self._call(
+            "pull model",
+            lambda stub: tensors.from_chunks(
+                stub.PullModel(request, timeout=RPC_TIMEOUT_SECONDS), federated_pb2.ModelPayload
+            ),
+        )
+        if not best:
+            self._held = apply_model(payload, self._held, layout)
+            self._held_version = payload.version
+            self._held_incarnation = payload.incarnation
+        return payload
+
+    def run(self) -> PartyResult:
+        self.session.open()
+        plan, layout = self.fetch_plan()
+        trainer = self.trainer_factory(plan, self.data)
+        self.result.plan, self.result.layout, self.result.trainer = plan, layout, trainer
+        log.info(
+            "%s: joined; %d rounds of %s", self.session.party_id, plan.rounds, plan.strategy.name
+        )
+        while True:
+            task = self._call(
+                "get task",
+                lambda stub: stub.GetTask(
+                    federated_pb2.TaskRequest(wait_seconds=self.options.poll_seconds),
+                    timeout=self.options.poll_seconds + 30,
+                ),
+            )
+            try:
+                if task.kind == federated_pb2.FIT:
+                    self._fit(task, plan, layout, trainer)
+                elif task.kind == federated_pb2.EVALUATE:
+                    self._evaluate(task, layout, trainer)
+                elif task.kind == federated_pb2.FINISHED:
+                    payload = self._pull(layout, best=True)
+                    self.result.best_model = apply_model(payload, None, layout)
+                    self.result.best_round = payload.best_round
+                    log.info(
+                        "%s: finished; best global model from round %d",
+                        self.session.party_id,
+                        payload.best_round,
+                    )
+                    return self.result
+            except AggregationRefusedError as exc:
+                # The round moved on, or the aggregator restarted: ask again.
+                self.result.refusals.append(str(exc))
+                log.warning("%s", exc)
+
+    def _fit(self, task: Any, plan: FederatedPlan, layout: ModelLayout, trainer: Trainer) -> None:
+        self._pull(layout)
+        if self._held_version != task.model_version:
+            return  # the model moved since the task was given: ask again
+        assert self._held is not None
+        start = self._held
+        config = FitConfig(
+            batch_size=task.fit.batch_size,
+            learning_rate=task.fit.learning_rate,
+            epochs=max(1, task.fit.epochs),
+            seed=int(task.fit.seed),
+            round_index=task.round,
+            proximal_mu=task.fit.proximal_mu,
+        )
+        trained, metrics = trainer.fit(start, config)
+        full = delta(trained, start)
+        if plan.update_encoding is UpdateEncoding.SPARSE:
+            update = sparsify(full, layout, metrics.samples // config.epochs)
+        else:
+            update = ModelUpdate(dense=full, num_samples=metrics.samples // config.epochs)
+        if self.options.on_update is not None:
+            self.options.on_update(task.round, update)
+        payload = encode_update(
+            update,
+            layout,
+            round_index=task.round,
+            base_version=self._held_version,
+            incarnation=self._held_incarnation,
+            train_loss=metrics.mean_loss,
+            train_seconds=metrics.wall_seconds,
+        )
+        self._call(
+            "submit update",
+            lambda stub: stub.SubmitUpdate(tensors.to_chunks(payload), timeout=RPC_TIMEOUT_SECONDS),
+        )
+        self.result.rounds_trained.append(task.round)
+        self.result.bytes_sent[task.round] = payload.ByteSize()
+        self.result.train_samples += metrics.samples
+        log.info(
+            "%s: round %d trained on %d rows (loss %.4f); sent %d bytes",
+            self.session.party_id,
+            task.round,
+            update.num_samples,
+            metrics.mean_loss,
+            payload.ByteSize(),
+        )
+
+    def _evaluate(self, task: Any, layout: ModelLayout, trainer: Trainer) -> None:
+        self._pull(layout)
+        if self._held_version != task.model_version:
+            return
+        assert self._held is not None
+        payload = encode_evaluation(
+            round_index=task.round,
+            model_version=self._held_version,
+            incarnation=self._held_incarnation,
+            validation_scores=trainer.predict(self._held, self.data.validation),
+            validation_labels=self.data.validation.labels,
+            test_scores=trainer.predict(self._held, self.data.test),
+            test_labels=self.data.test.labels,
+            test_row_ids=self.data.test.row_ids,
+        )
+        self._call(
+            "submit evaluation",
+            lambda stub: stub.SubmitEvaluation(
+                tensors.to_chunks(payload), timeout=RPC_TIMEOUT_SECONDS
+            ),
+        )
+        self.result.rounds_evaluated.append(task.round)

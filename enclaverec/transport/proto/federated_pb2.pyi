@@ -1,0 +1,152 @@
+from enclaverec.transport.proto import tensors_pb2 as _tensors_pb2
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class TaskKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TASK_UNSPECIFIED: _ClassVar[TaskKind]
+    FIT: _ClassVar[TaskKind]
+    EVALUATE: _ClassVar[TaskKind]
+    WAIT: _ClassVar[TaskKind]
+    FINISHED: _ClassVar[TaskKind]
+
+class WhichModel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WHICH_UNSPECIFIED: _ClassVar[WhichModel]
+    CURRENT: _ClassVar[WhichModel]
+    BEST: _ClassVar[WhichModel]
+TASK_UNSPECIFIED: TaskKind
+FIT: TaskKind
+EVALUATE: TaskKind
+WAIT: TaskKind
+FINISHED: TaskKind
+WHICH_UNSPECIFIED: WhichModel
+CURRENT: WhichModel
+BEST: WhichModel
+
+class PlanRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Plan(_message.Message):
+    __slots__ = ("plan_toml", "layout_json", "federation", "rounds")
+    PLAN_TOML_FIELD_NUMBER: _ClassVar[int]
+    LAYOUT_JSON_FIELD_NUMBER: _ClassVar[int]
+    FEDERATION_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    plan_toml: bytes
+    layout_json: bytes
+    federation: str
+    rounds: int
+    def __init__(self, plan_toml: _Optional[bytes] = ..., layout_json: _Optional[bytes] = ..., federation: _Optional[str] = ..., rounds: _Optional[int] = ...) -> None: ...
+
+class TaskRequest(_message.Message):
+    __slots__ = ("wait_seconds",)
+    WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    wait_seconds: float
+    def __init__(self, wait_seconds: _Optional[float] = ...) -> None: ...
+
+class FitInstructions(_message.Message):
+    __slots__ = ("epochs", "batch_size", "learning_rate", "proximal_mu", "seed")
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    PROXIMAL_MU_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    proximal_mu: float
+    seed: int
+    def __init__(self, epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., proximal_mu: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class Task(_message.Message):
+    __slots__ = ("kind", "round", "attempt", "model_version", "model_incarnation", "fit")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    FIT_FIELD_NUMBER: _ClassVar[int]
+    kind: TaskKind
+    round: int
+    attempt: int
+    model_version: int
+    model_incarnation: str
+    fit: FitInstructions
+    def __init__(self, kind: _Optional[_Union[TaskKind, str]] = ..., round: _Optional[int] = ..., attempt: _Optional[int] = ..., model_version: _Optional[int] = ..., model_incarnation: _Optional[str] = ..., fit: _Optional[_Union[FitInstructions, _Mapping]] = ...) -> None: ...
+
+class PullRequest(_message.Message):
+    __slots__ = ("which", "since_version", "incarnation")
+    WHICH_FIELD_NUMBER: _ClassVar[int]
+    SINCE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    which: WhichModel
+    since_version: int
+    incarnation: str
+    def __init__(self, which: _Optional[_Union[WhichModel, str]] = ..., since_version: _Optional[int] = ..., incarnation: _Optional[str] = ...) -> None: ...
+
+class ModelPayload(_message.Message):
+    __slots__ = ("version", "incarnation", "complete", "best_round", "arrays")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    BEST_ROUND_FIELD_NUMBER: _ClassVar[int]
+    ARRAYS_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    incarnation: str
+    complete: bool
+    best_round: int
+    arrays: _tensors_pb2.ArrayBundle
+    def __init__(self, version: _Optional[int] = ..., incarnation: _Optional[str] = ..., complete: _Optional[bool] = ..., best_round: _Optional[int] = ..., arrays: _Optional[_Union[_tensors_pb2.ArrayBundle, _Mapping]] = ...) -> None: ...
+
+class UpdatePayload(_message.Message):
+    __slots__ = ("round", "base_version", "incarnation", "num_samples", "train_loss", "train_seconds", "delta")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_LOSS_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    base_version: int
+    incarnation: str
+    num_samples: int
+    train_loss: float
+    train_seconds: float
+    delta: _tensors_pb2.ArrayBundle
+    def __init__(self, round: _Optional[int] = ..., base_version: _Optional[int] = ..., incarnation: _Optional[str] = ..., num_samples: _Optional[int] = ..., train_loss: _Optional[float] = ..., train_seconds: _Optional[float] = ..., delta: _Optional[_Union[_tensors_pb2.ArrayBundle, _Mapping]] = ...) -> None: ...
+
+class EvaluationPayload(_message.Message):
+    __slots__ = ("round", "model_version", "incarnation", "validation_scores", "validation_labels", "test_scores", "test_labels", "test_row_ids")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_SCORES_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_LABELS_FIELD_NUMBER: _ClassVar[int]
+    TEST_SCORES_FIELD_NUMBER: _ClassVar[int]
+    TEST_LABELS_FIELD_NUMBER: _ClassVar[int]
+    TEST_ROW_IDS_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    model_version: int
+    incarnation: str
+    validation_scores: bytes
+    validation_labels: bytes
+    test_scores: bytes
+    test_labels: bytes
+    test_row_ids: bytes
+    def __init__(self, round: _Optional[int] = ..., model_version: _Optional[int] = ..., incarnation: _Optional[str] = ..., validation_scores: _Optional[bytes] = ..., validation_labels: _Optional[bytes] = ..., test_scores: _Optional[bytes] = ..., test_labels: _Optional[bytes] = ..., test_row_ids: _Optional[bytes] = ...) -> None: ...
+
+class SubmitReply(_message.Message):
+    __slots__ = ("accepted", "message")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    accepted: bool
+    message: str
+    def __init__(self, accepted: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
