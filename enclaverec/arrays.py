@@ -1,6 +1,6 @@
 """Named model arrays and updates to them, as plain numpy: the currency of every scheme.
 
-A model is an ordered mapping name -> array (see ``enclaverec.model.weights`` for the
+A model is an ordered mapping name -> array (see ``enclaverec.dlrm.weights`` for the
 DLRM's names). An update is a delta against a version of that model: dense deltas for
 ordinary weights, and sparse row deltas (touched rows only) for embedding tables, so that
 a party or worker sends and receives only what changed. Nothing here imports TensorFlow:

@@ -118,7 +118,7 @@ def _bench(args: argparse.Namespace) -> int:
     from enclaverec.data.criteo import CategoryHashing, iter_criteo_examples
     from enclaverec.data.schema import FeatureSpec
     from enclaverec.model._tf import tf
-    from enclaverec.model.config import KAGGLE, OptimizerKind
+    from enclaverec.dlrm.config import KAGGLE, OptimizerKind
     from enclaverec.model.trainer import DLRMTrainer, DLRMTrainerConfig
     from enclaverec.report import write_json
     from enclaverec.trainer import FitConfig

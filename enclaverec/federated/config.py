@@ -265,8 +265,8 @@ class FederatedPlan:
             trainer = LogisticRegressionTrainer(self.features, empty, seed=self.seed)
             arrays = trainer.initial_arrays()
             return arrays, ModelLayout.of(arrays, tables=trainer.table_names())
-        from enclaverec.model.config import PRESETS, Preset
-        from enclaverec.model.weights import EMBEDDING_PREFIX, initial_arrays
+        from enclaverec.dlrm.config import PRESETS, Preset
+        from enclaverec.dlrm.weights import EMBEDDING_PREFIX, initial_arrays
 
         try:
             config = PRESETS[Preset(self.preset)].model

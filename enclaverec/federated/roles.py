@@ -92,7 +92,7 @@ def default_trainer_factory(threads: int | None = None) -> TrainerFactory:
         from enclaverec.model.threads import configure_threads
 
         configure_threads(intra_op=threads, inter_op=1 if threads else None)
-        from enclaverec.model.config import PRESETS, OptimizerKind, Preset
+        from enclaverec.dlrm.config import PRESETS, OptimizerKind, Preset
         from enclaverec.model.trainer import DLRMTrainer, DLRMTrainerConfig
 
         defaults = PRESETS[Preset(plan.preset)]

@@ -6,7 +6,7 @@ Shapes use B for the batch size, D for the number of dense features, F for the n
 categorical features (one embedding table each) and E for the embedding dimension.
 
 The layers create their variables with zero initialisers: the real initial values come
-from :func:`enclaverec.model.weights.initial_arrays` (numpy, seeded), so that every process
+from :func:`enclaverec.dlrm.weights.initial_arrays` (numpy, seeded), so that every process
 starting from the same seed holds the same model.
 """
 
@@ -16,8 +16,8 @@ import numpy as np
 
 from enclaverec.data.schema import FeatureSpec
 from enclaverec.model._tf import keras, tf
-from enclaverec.model.config import DLRMConfig, InteractionKind
-from enclaverec.model.weights import interaction_width
+from enclaverec.dlrm.config import DLRMConfig, InteractionKind
+from enclaverec.dlrm.weights import interaction_width
 
 
 def _mlp(units: tuple[int, ...], width_in: int, *, last_activation: str | None) -> list:
@@ -57,7 +57,7 @@ class SparseArch(keras.layers.Layer):
 
     The tables are stored as one variable, stacked row-wise with an offset per feature, so
     that a batch is one gather and its update one scatter; the weight mapping still shows
-    one array per feature (:mod:`enclaverec.model.weights`).
+    one array per feature (:mod:`enclaverec.dlrm.weights`).
     """
 
     def __init__(self, table_sizes: tuple[int, ...], embedding_dim: int, **kwargs) -> None:

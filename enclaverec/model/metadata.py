@@ -11,7 +11,7 @@ from typing import Any
 
 from enclaverec.data.schema import FeatureSpec
 from enclaverec.errors import ConfigError, ModelFormatError, UsageError
-from enclaverec.model.config import DLRMConfig
+from enclaverec.dlrm.config import DLRMConfig
 
 METADATA_FILE = "enclaverec-model.json"
 METADATA_FORMAT = "enclaverec-dlrm/1"

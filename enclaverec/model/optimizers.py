@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from enclaverec.model._tf import tf
-from enclaverec.model.config import OptimizerKind
+from enclaverec.dlrm.config import OptimizerKind
 
 # Adagrad's denominator guard. 1e-8 is FBGEMM's default for its row-wise Adagrad
 # (fbgemm_gpu SplitTableBatchedEmbeddingBagsCodegen, eps=1e-8), used by TorchRec's DLRM.

@@ -21,10 +21,10 @@ import numpy as np
 from enclaverec.data.schema import DENSE_DTYPE, LABEL_DTYPE, SPARSE_DTYPE, Examples, FeatureSpec
 from enclaverec.errors import ConfigError, TrainingError
 from enclaverec.model._tf import tf
-from enclaverec.model.config import DLRMConfig, OptimizerKind
+from enclaverec.dlrm.config import DLRMConfig, OptimizerKind
 from enclaverec.model.layers import DLRM
 from enclaverec.model.optimizers import make_rule, unique_rows
-from enclaverec.model.weights import (
+from enclaverec.dlrm.weights import (
     EMBEDDING_PREFIX,
     WEIGHT_DTYPE,
     Arrays,
@@ -76,7 +76,7 @@ def _check_examples(spec: FeatureSpec, examples: Examples, what: str) -> None:
 class DLRMTrainer:
     """Trains the DLRM on its own local data (``train``; None for a predict-only trainer).
 
-    The weights move in and out as the named arrays of :mod:`enclaverec.model.weights`;
+    The weights move in and out as the named arrays of :mod:`enclaverec.dlrm.weights`;
     the optimizer's accumulators stay inside this object.
     """
 

@@ -29,7 +29,7 @@ def learnable_examples(rows: int, seed: int = 0) -> Examples:
 
 
 def dlrm(train: Examples) -> Trainer:
-    from enclaverec.model.config import DLRMConfig, OptimizerKind
+    from enclaverec.dlrm.config import DLRMConfig, OptimizerKind
     from enclaverec.model.trainer import DLRMTrainer, DLRMTrainerConfig
 
     config = DLRMConfig(embedding_dim=4, bottom_units=(8, 4), top_units=(8, 1))

@@ -169,7 +169,7 @@ def test_the_interface_modules_import_no_tensorflow():
 
     code = (
         "import sys; import enclaverec.trainer, enclaverec.evaluation, enclaverec.report, "
-        "enclaverec.plots, enclaverec.model.config, enclaverec.model.weights; "
+        "enclaverec.plots, enclaverec.dlrm.config, enclaverec.dlrm.weights; "
         "print(any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -21,7 +21,7 @@ from enclaverec.cli.config import load_toml, merge_options
 from enclaverec.cli.output import progress, stderr_console, stdout_console
 from enclaverec.cli.registry import add_command
 from enclaverec.errors import ConfigError, TrainingError, UsageError
-from enclaverec.model.config import (
+from enclaverec.dlrm.config import (
     PRESETS,
     SMALL_PRESET_MAX_TRAIN_ROWS,
     OptimizerKind,

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from enclaverec.data.schema import FeatureSpec
-from enclaverec.model.config import SMALL
+from enclaverec.dlrm.config import SMALL
 from enclaverec.model.metadata import METADATA_FILE, ModelMetadata
 
 

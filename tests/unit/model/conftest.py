@@ -6,7 +6,7 @@ import pytest
 from tiny_model import CONFIG, SPEC, make_examples
 
 from enclaverec.data.schema import Examples, FeatureSpec
-from enclaverec.model.config import DLRMConfig
+from enclaverec.dlrm.config import DLRMConfig
 
 
 @pytest.fixture

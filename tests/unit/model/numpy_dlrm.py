@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from enclaverec.data.schema import FeatureSpec
-from enclaverec.model.config import DLRMConfig
+from enclaverec.dlrm.config import DLRMConfig
 
 
 def _mlp_forward(x, arrays, prefix, layers, last_linear):

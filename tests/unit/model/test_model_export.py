@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from enclaverec.errors import ConfigError, ModelFormatError, UsageError
-from enclaverec.model.config import OptimizerKind
+from enclaverec.dlrm.config import OptimizerKind
 from enclaverec.model.export import (
     METADATA_FILE,
     ModelMetadata,

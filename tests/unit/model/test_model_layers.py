@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from enclaverec.model._tf import tf
-from enclaverec.model.config import DLRMConfig, InteractionKind
+from enclaverec.dlrm.config import DLRMConfig, InteractionKind
 from enclaverec.model.layers import DLRM, DenseArch, InteractionArch, OverArch, SparseArch
 
 B = 5

@@ -5,8 +5,8 @@ import pytest
 
 from enclaverec.data.schema import FeatureSpec
 from enclaverec.errors import ConfigError, WeightMappingError
-from enclaverec.model.config import KAGGLE, SMALL, DLRMConfig, InteractionKind
-from enclaverec.model.weights import check_arrays, initial_arrays, weight_shapes
+from enclaverec.dlrm.config import KAGGLE, SMALL, DLRMConfig, InteractionKind
+from enclaverec.dlrm.weights import check_arrays, initial_arrays, weight_shapes
 
 
 def test_names_are_stable_readable_and_in_diagram_order(spec, config):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from enclaverec.data.schema import Examples, FeatureSpec
-from enclaverec.model.config import DLRMConfig
+from enclaverec.dlrm.config import DLRMConfig
 
 TABLE_SIZES = (7, 5, 11)
 SPEC = FeatureSpec(

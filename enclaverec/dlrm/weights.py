@@ -19,7 +19,7 @@ import numpy as np
 
 from enclaverec.data.schema import FeatureSpec
 from enclaverec.errors import ConfigError, WeightMappingError
-from enclaverec.model.config import DLRMConfig, InteractionKind
+from enclaverec.dlrm.config import DLRMConfig, InteractionKind
 
 WEIGHT_DTYPE = np.dtype(np.float32)
 EMBEDDING_PREFIX = "embedding/"
