@@ -293,6 +293,9 @@ class FederationConfig:
     party_policy: PolicySpec | None
     source: Path
     raw: bytes
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 50051
+    enrollment_port: int = 50052
 
     def __post_init__(self) -> None:
         if not self.membership:
@@ -311,7 +314,9 @@ class FederationConfig:
     def load(cls, path: Path) -> FederationConfig:
         data, raw = load_toml_file(path)
         where = str(path)
-        _check_keys(data, {"federation", "plan", "membership", "party_policy"}, where)
+        _check_keys(data, {"federation", "aggregator", "plan", "membership", "party_policy"}, where)
+        aggregator = _table(data, "aggregator", where, required=False)
+        _check_keys(aggregator, {"host", "port", "enrollment_port"}, f"{where} [aggregator]")
         federation = _table(data, "federation", where)
         _check_keys(
             federation,
@@ -345,6 +350,9 @@ class FederationConfig:
             else None,
             source=path,
             raw=raw,
+            listen_host=_get(aggregator, "host", str, where, "127.0.0.1"),
+            listen_port=_get(aggregator, "port", int, where, 50051),
+            enrollment_port=_get(aggregator, "enrollment_port", int, where, 50052),
         )
 
 
@@ -357,8 +365,12 @@ def federation_toml(
     plan: FederatedPlan,
     membership: Mapping[str, str],
     party_policy: PolicySpec | None,
+    host: str = "127.0.0.1",
+    port: int = 50051,
+    enrollment_port: int = 50052,
 ) -> dict[str, Any]:
-    """The ``federation.toml`` document (the inverse of :meth:`FederationConfig.load`)."""
+    """The ``federation.toml`` document (the inverse of :meth:`FederationConfig.load`).
+    ``[aggregator]`` holds where it listens by default (flags may override it)."""
     federation: dict[str, Any] = {
         "name": name,
         "format": FORMAT_VERSION,
@@ -369,6 +381,7 @@ def federation_toml(
         federation["simulation"] = simulation
     document: dict[str, Any] = {
         "federation": federation,
+        "aggregator": {"host": host, "port": port, "enrollment_port": enrollment_port},
         "plan": plan.to_toml(),
         "membership": {party: {"public_key": pem} for party, pem in membership.items()},
     }

@@ -160,8 +160,24 @@ class FederatedParty:
             self._held_incarnation = payload.incarnation
         return payload
 
+    def _open(self) -> None:
+        """Open the session (verify, pin, enroll), waiting for an aggregator that is not
+        up yet; a refusal (verification, enrollment) is final, not retried."""
+        give_up = time.monotonic() + self.options.reconnect_seconds
+        pause = 0.2
+        while True:
+            try:
+                self.session.open()
+                return
+            except TransportError as exc:
+                if time.monotonic() > give_up:
+                    raise
+                log.info("waiting for the aggregator: %s", exc)
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
     def run(self) -> PartyResult:
-        self.session.open()
+        self._open()
         plan, layout = self.fetch_plan()
         trainer = self.trainer_factory(plan, self.data)
         self.result.plan, self.result.layout, self.result.trainer = plan, layout, trainer

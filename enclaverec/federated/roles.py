@@ -32,7 +32,11 @@ log = logging.getLogger(__name__)
 
 
 def role_backend(
-    role: str, tee: TEEKind, raw_config: bytes, simulation_dir: Path | None, attestation_dir: Path | None = None
+    role: str,
+    tee: TEEKind,
+    raw_config: bytes,
+    simulation_dir: Path | None,
+    attestation_dir: Path | None = None,
 ) -> EvidenceBackend | None:
     """The role's evidence backend: None for ``--tee none``; the simulated backend over
     the role's software measurement; or Gramine's ``/dev/attestation``."""
@@ -49,7 +53,9 @@ def role_backend(
     return open_backend("gramine", **kwargs)
 
 
-def verifier_context(tee: TEEKind, policy: Any, simulation_dir: Path | None, pccs_url: str | None) -> VerifierContext:
+def verifier_context(
+    tee: TEEKind, policy: Any, simulation_dir: Path | None, pccs_url: str | None
+) -> VerifierContext:
     if tee is TEEKind.SIMULATED:
         assert simulation_dir is not None  # FederationConfig/PartyConfig refuse otherwise
         return VerifierContext.for_simulation(simulation_dir, policy.build())
@@ -67,10 +73,14 @@ def make_aggregator(
     attestation_dir: Path | None = None,
 ) -> FederatedAggregator:
     config = FederationConfig.load(config_path)
-    backend = role_backend("aggregator", config.tee, config.raw, config.simulation_dir, attestation_dir)
+    backend = role_backend(
+        "aggregator", config.tee, config.raw, config.simulation_dir, attestation_dir
+    )
     party_verification = None
     if config.parties_attest and config.tee is not TEEKind.NONE:
-        party_verification = verifier_context(config.tee, config.party_policy, config.simulation_dir, pccs_url)
+        party_verification = verifier_context(
+            config.tee, config.party_policy, config.simulation_dir, pccs_url
+        )
     return FederatedAggregator(
         config,
         backend=backend,

@@ -165,6 +165,9 @@ def init_federation(
             plan=plan,
             membership=membership,
             party_policy=party_policy,
+            host=host,
+            port=port,
+            enrollment_port=enrollment_port,
         ),
     )
     if tee is TEEKind.SIMULATED:
@@ -175,7 +178,9 @@ def init_federation(
         aggregator_policy = None
         if tee is not TEEKind.NONE:
             aggregator_policy = PolicySpec(
-                mrenclaves=frozenset({aggregator_mrenclave}) if aggregator_mrenclave else frozenset(),
+                mrenclaves=frozenset({aggregator_mrenclave})
+                if aggregator_mrenclave
+                else frozenset(),
                 isv_prod_id=ROLE_ISV_PROD_IDS["aggregator"],
                 unsafe_allow_simulation=bool(sim_roots),
                 simulation_roots=sim_roots,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import re
 import time
 from collections.abc import Mapping
@@ -18,9 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from enclaverec.cli.config import load_toml, merge_options
+from enclaverec.cli.options import parse_choice, parse_integer, parse_path, parse_positive_float
 from enclaverec.cli.output import progress, stderr_console, stdout_console
 from enclaverec.cli.registry import add_command
-from enclaverec.errors import ConfigError, TrainingError, UsageError
 from enclaverec.dlrm.config import (
     PRESETS,
     SMALL_PRESET_MAX_TRAIN_ROWS,
@@ -28,6 +27,7 @@ from enclaverec.dlrm.config import (
     Preset,
     choose_preset,
 )
+from enclaverec.errors import ConfigError, TrainingError, UsageError
 from enclaverec.trainer import EvalRecord, TrainingObserver
 
 if TYPE_CHECKING:
@@ -60,52 +60,6 @@ DEFAULTS: dict[str, Any] = {
     "output": None,
     "export": None,
 }
-
-
-# --- option checking (flags and TOML values alike) ------------------------------------
-#
-# Numeric flags are parsed here rather than by argparse so that a bad value, from the
-# command line or the file, gives one line naming the option and exit code 2.
-
-
-def parse_integer(name: str, value: Any, *, minimum: int) -> int:
-    if isinstance(value, bool):
-        raise ConfigError(f"--{name} must be an integer, got {value!r}")
-    if isinstance(value, str):
-        if not re.fullmatch(r"[+-]?\d+", value.strip()):
-            raise ConfigError(f"--{name} must be an integer, got {value!r}")
-        value = int(value)
-    if not isinstance(value, int):
-        raise ConfigError(f"--{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ConfigError(f"--{name} must be at least {minimum}, got {value}")
-    return value
-
-
-def parse_positive_float(name: str, value: Any) -> float:
-    if isinstance(value, bool):
-        raise ConfigError(f"--{name} must be a number, got {value!r}")
-    try:
-        number = float(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"--{name} must be a number, got {value!r}") from exc
-    if not math.isfinite(number) or number <= 0:
-        raise ConfigError(f"--{name} must be a positive number, got {value!r}")
-    return number
-
-
-def parse_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ConfigError(f"--{name} must be one of {', '.join(choices)}, got {value!r}")
-    return value
-
-
-def parse_path(name: str, value: Any) -> Path:
-    if isinstance(value, Path):
-        return value
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"--{name} must be a path, got {value!r}")
-    return Path(value)
 
 
 def read_config_section(path: Path | None, section: str) -> dict[str, Any]:
