@@ -16,18 +16,15 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
 
-from enclaverec.arrays import ModelUpdate
 from enclaverec.data.schema import split_sha256
 from enclaverec.errors import (
     AggregationRefusedError,
@@ -46,27 +43,20 @@ from enclaverec.federated.checkpoint import (
 from enclaverec.federated.config import FederationConfig
 from enclaverec.federated.rounds import Phase, RoundCoordinator, Task, TaskKind
 from enclaverec.federated.strategies import make_strategy
-from enclaverec.federated.wire import (
-    Evaluation,
-    decode_evaluation,
-    decode_update,
-    encode_model,
-    plan_message,
-)
-from enclaverec.paramservice.combine import check_update
-from enclaverec.paramservice.store import NEVER, ModelChanges, ParameterStore
+from enclaverec.federated.wire import Evaluation, decode_evaluation, plan_message
+from enclaverec.paramservice.service import ParameterService, ParameterServicer, PushedUpdate
+from enclaverec.paramservice.store import ParameterStore
 from enclaverec.report import TEEKind
 from enclaverec.tee.attested_ca import EnrollmentConfig, EnrollmentRecord, PeerIdentity
 from enclaverec.tee.backend import EvidenceBackend
 from enclaverec.transport import tensors
-from enclaverec.transport.proto import federated_pb2, federated_pb2_grpc, tensors_pb2
+from enclaverec.transport.proto import federated_pb2, federated_pb2_grpc, paramservice_pb2_grpc
 from enclaverec.transport.server import (
     AttestedServer,
     ListenConfig,
     ServerIdentity,
     ServerIdentityConfig,
 )
-from enclaverec.transport.tensors import from_chunks
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +65,6 @@ SUMMARY_FILE = "federation-summary.json"
 MAX_WAIT_SECONDS = 30.0
 MAX_PHASE_ATTEMPTS = 5
 FINISH_GRACE_SECONDS = 60.0
-MAX_UPDATE_BYTES = 2 << 30  # a kaggle-shape dense update is ~170 MB; refuse above 2 GiB
-
-
-@dataclass(frozen=True)
-class SubmittedUpdate:
-    update: ModelUpdate
-    train_seconds: float
-    train_loss: float
-    wire_bytes: int
 
 
 class AuditLog:
@@ -147,9 +128,6 @@ class FederatedAggregator:
             self.audit.write("resumed", completed_round=restored.completed_round)
         else:
             self.state = AggregatorState(store=ParameterStore(initial, self.layout))
-        # A new incarnation per process: versions made after a restart may reuse numbers,
-        # so a party holding a version from another incarnation gets the whole model.
-        self.incarnation = secrets.token_hex(8)
         parties = sorted(config.membership)
         self.coordinator: RoundCoordinator[Any] = RoundCoordinator(
             parties,
@@ -163,6 +141,12 @@ class FederatedAggregator:
             # Aggregated but not evaluated before the restart: evaluate that model now.
             self.coordinator.skip_to_evaluation()
         self._cond = threading.Condition()
+        # The model travels through the parameter service; pushed updates land in this
+        # round's replies (under the same lock).
+        self.params = ParameterService(
+            self.state.store, self._accept_update, norm_bound=self.plan.norm_bound, lock=self._cond
+        )
+        self.params.best = self.best_model
         self._finished: set[str] = set()
         self._attested_peers: dict[str, dict[str, Any]] = {}
         self._wire_bytes: dict[int, dict[str, int]] = {}
@@ -172,6 +156,17 @@ class FederatedAggregator:
         self.server = self._make_server(listen, party_verification)
         federated_pb2_grpc.add_AggregatorServicer_to_server(
             AggregatorServicer(self), self.server.application_server
+        )
+        paramservice_pb2_grpc.add_ParameterServiceServicer_to_server(
+            ParameterServicer(
+                self.params,
+                lambda context: self.peer(context).party_id,
+                on_pull_best=self.mark_finished,
+                on_refused=lambda party, reason: self.audit.write(
+                    "refused", party_id=party, reason=reason
+                ),
+            ),
+            self.server.application_server,
         )
 
     # --- set-up ------------------------------------------------------------------------
@@ -205,14 +200,16 @@ class FederatedAggregator:
             self._attested_peers[identity.party_id] = identity.to_dict()
         return identity
 
-    def task_for(self, party: str, wait_seconds: float) -> Task:
+    def task_for(self, party: str, wait_seconds: float) -> tuple[Task, int]:
+        """The party's next task and the model version it is about (waits while there is
+        nothing to do, up to ``wait_seconds``)."""
         deadline = time.monotonic() + min(max(wait_seconds, 0.0), MAX_WAIT_SECONDS)
         with self._cond:
             while True:
                 task = self.coordinator.task_for(party)
                 remaining = deadline - time.monotonic()
                 if task.kind is not TaskKind.WAIT or remaining <= 0 or self._failed:
-                    return task
+                    return task, self.state.store.version
                 self._cond.wait(min(remaining, 1.0))
 
     def fit_instructions(self, round_index: int) -> federated_pb2.FitInstructions:
@@ -225,46 +222,21 @@ class FederatedAggregator:
             seed=fit.seed,
         )
 
-    def model_changes(self, since: int, incarnation: str) -> tuple[ModelChanges, bool]:
-        """What a party holding ``since`` (of ``incarnation``) needs; the whole model, dense,
-        when it holds nothing of this incarnation (row ids for every row would only add
-        bytes)."""
-        with self._cond:
-            store = self.state.store
-            if since < 0 or incarnation != self.incarnation or since > store.version:
-                return ModelChanges(NEVER, store.version, store.snapshot(), {}), True
-            return store.changes_since(since), False
+    @property
+    def incarnation(self) -> str:
+        return self.params.incarnation
 
-    def submit_update(
-        self, party: str, payload: federated_pb2.UpdatePayload, wire_bytes: int
-    ) -> None:
-        update = decode_update(payload)
-        with self._cond:
-            if (
-                payload.incarnation != self.incarnation
-                or payload.base_version != self.state.store.version
-            ):
-                raise AggregationRefusedError(
-                    f"update from {party} for round {payload.round} refused: it was trained "
-                    f"from model version {payload.base_version} ({payload.incarnation or '?'}), "
-                    f"the global model is at {self.state.store.version} ({self.incarnation})"
-                )
-            check_update(update, self.layout, contributor=party, norm_bound=self.plan.norm_bound)
-            self.coordinator.accept(
-                party,
-                Phase.FIT,
-                payload.round,
-                SubmittedUpdate(update, payload.train_seconds, payload.train_loss, wire_bytes),
-            )
-            self._wire_bytes.setdefault(payload.round, {})[party] = wire_bytes
-            self.audit.write(
-                "update",
-                party_id=party,
-                round=payload.round,
-                samples=update.num_samples,
-                bytes=wire_bytes,
-            )
-            self._cond.notify_all()
+    def _accept_update(self, pushed: PushedUpdate) -> None:
+        """The parameter service's sink (lock held): this round's FIT reply."""
+        self.coordinator.accept(pushed.contributor, Phase.FIT, pushed.step, pushed)
+        self._wire_bytes.setdefault(pushed.step, {})[pushed.contributor] = pushed.wire_bytes
+        self.audit.write(
+            "update",
+            party_id=pushed.contributor,
+            round=pushed.step,
+            samples=pushed.update.num_samples,
+            bytes=pushed.wire_bytes,
+        )
 
     def submit_evaluation(self, party: str, payload: federated_pb2.EvaluationPayload) -> None:
         evaluation = decode_evaluation(payload)
@@ -364,7 +336,7 @@ class FederatedAggregator:
                     continue
                 self._cond.wait(min(1.0, max(self.coordinator.seconds_to_deadline(), 0.05)))
 
-    def _aggregate(self, round_index: int, replies: dict[str, SubmittedUpdate]) -> None:
+    def _aggregate(self, round_index: int, replies: dict[str, PushedUpdate]) -> None:
         parties = list(replies)
         change = self.strategy.aggregate(
             [reply.update for reply in replies.values()], self.layout, parties, self.plan.norm_bound
@@ -502,7 +474,7 @@ class AggregatorServicer(federated_pb2_grpc.AggregatorServicer):
     def GetTask(self, request, context):  # noqa: N802
         party = self.aggregator.peer(context).party_id
         try:
-            task = self.aggregator.task_for(party, request.wait_seconds)
+            task, version = self.aggregator.task_for(party, request.wait_seconds)
         except AggregationRefusedError as exc:
             _abort_for(context, exc)
         kind = {
@@ -515,53 +487,17 @@ class AggregatorServicer(federated_pb2_grpc.AggregatorServicer):
             kind=kind,
             round=task.round,
             attempt=task.attempt,
-            model_version=self.aggregator.state.store.version,
+            model_version=version,
             model_incarnation=self.aggregator.incarnation,
         )
         if task.kind is TaskKind.FIT:
             message.fit.CopyFrom(self.aggregator.fit_instructions(task.round))
         return message
 
-    def PullModel(self, request, context) -> Iterator[tensors_pb2.Chunk]:  # noqa: N802
-        party = self.aggregator.peer(context).party_id
-        if request.which == federated_pb2.BEST:
-            arrays, best_round = self.aggregator.best_model()
-            payload = encode_model(
-                arrays, {}, self.aggregator.layout, version=0, incarnation="", complete=True
-            )
-            payload.best_round = best_round
-            self.aggregator.mark_finished(party)
-        else:
-            changes, complete = self.aggregator.model_changes(
-                request.since_version, request.incarnation
-            )
-            payload = encode_model(
-                changes.dense,
-                changes.sparse,
-                self.aggregator.layout,
-                version=changes.version,
-                incarnation=self.aggregator.incarnation,
-                complete=complete,
-            )
-        yield from tensors.to_chunks(payload)
-
-    def SubmitUpdate(self, request_iterator, context):  # noqa: N802
-        party = self.aggregator.peer(context).party_id
-        try:
-            payload = from_chunks(
-                request_iterator, federated_pb2.UpdatePayload, max_bytes=MAX_UPDATE_BYTES
-            )
-            self.aggregator.submit_update(party, payload, payload.ByteSize())
-        except (AggregationRefusedError, MalformedInputError) as exc:
-            self.aggregator.audit.write("refused", party_id=party, reason=str(exc))
-            log.warning("%s", exc)
-            _abort_for(context, exc)
-        return federated_pb2.SubmitReply(accepted=True)
-
     def SubmitEvaluation(self, request_iterator, context):  # noqa: N802
         party = self.aggregator.peer(context).party_id
         try:
-            payload = from_chunks(request_iterator, federated_pb2.EvaluationPayload)
+            payload = tensors.from_chunks(request_iterator, federated_pb2.EvaluationPayload)
             self.aggregator.submit_evaluation(party, payload)
         except (AggregationRefusedError, MalformedInputError) as exc:
             self.aggregator.audit.write("refused", party_id=party, reason=str(exc))

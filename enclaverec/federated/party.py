@@ -31,12 +31,9 @@ from enclaverec.errors import (
     TransportError,
 )
 from enclaverec.federated.config import FederatedPlan, UpdateEncoding
-from enclaverec.federated.wire import (
-    apply_model,
-    decode_layout,
-    encode_evaluation,
-    encode_update,
-)
+from enclaverec.federated.wire import decode_layout, encode_evaluation
+from enclaverec.paramservice.codec import encode_update
+from enclaverec.paramservice.service import ParameterClient
 from enclaverec.trainer import FitConfig, Trainer
 from enclaverec.transport import tensors
 from enclaverec.transport.proto import federated_pb2, federated_pb2_grpc
@@ -94,20 +91,18 @@ class FederatedParty:
         self.trainer_factory = trainer_factory
         self.options = options or PartyOptions()
         self.result = PartyResult(party_id=session.party_id)
-        self._held: Arrays | None = None
-        self._held_version = -1
-        self._held_incarnation = ""
+        self._params: ParameterClient | None = None
 
     # --- RPCs, with retries while the aggregator is away --------------------------------
 
-    def _call(self, what: str, fn: Callable[[federated_pb2_grpc.AggregatorStub], T]) -> T:
+    def _call(self, what: str, fn: Callable[[grpc.Channel], T]) -> T:
+        """``fn(channel)`` on the session, retried while the aggregator is unreachable (a
+        restart) for up to ``reconnect_seconds``; a refusal is final."""
         give_up = time.monotonic() + self.options.reconnect_seconds
         pause = 0.2
         while True:
             try:
-                return self.session.call(
-                    lambda channel: fn(federated_pb2_grpc.AggregatorStub(channel))
-                )
+                return self.session.call(fn)
             except grpc.RpcError as exc:
                 code = exc.code() if callable(getattr(exc, "code", None)) else None
                 if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT):
@@ -126,7 +121,7 @@ class FederatedParty:
 
     def fetch_plan(self) -> tuple[FederatedPlan, ModelLayout]:
         message = self._call(
-            "plan", lambda stub: stub.GetPlan(federated_pb2.PlanRequest(), timeout=60)
+            "plan", lambda ch: _stub(ch).GetPlan(federated_pb2.PlanRequest(), timeout=60)
         )
         try:
             plan = FederatedPlan.from_toml(
@@ -141,24 +136,6 @@ class FederatedParty:
                 "plan's features (names or table sizes differ)"
             )
         return plan, layout
-
-    def _pull(self, layout: ModelLayout, *, best: bool = False) -> federated_pb2.ModelPayload:
-        request = federated_pb2.PullRequest(
-            which=federated_pb2.BEST if best else federated_pb2.CURRENT,
-            since_version=-1 if best else self._held_version,
-            incarnation="" if best else self._held_incarnation,
-        )
-        payload = self._call(
-            "pull model",
-            lambda stub: tensors.from_chunks(
-                stub.PullModel(request, timeout=RPC_TIMEOUT_SECONDS), federated_pb2.ModelPayload
-            ),
-        )
-        if not best:
-            self._held = apply_model(payload, self._held, layout)
-            self._held_version = payload.version
-            self._held_incarnation = payload.incarnation
-        return payload
 
     def _open(self) -> None:
         """Open the session (verify, pin, enroll), waiting for an aggregator that is not
@@ -179,6 +156,9 @@ class FederatedParty:
     def run(self) -> PartyResult:
         self._open()
         plan, layout = self.fetch_plan()
+        # The model travels through the parameter service on the same channel; retries
+        # while the aggregator is away, like every other call.
+        self._params = ParameterClient(lambda fn: self._call("parameter service", fn), layout)
         trainer = self.trainer_factory(plan, self.data)
         self.result.plan, self.result.layout, self.result.trainer = plan, layout, trainer
         log.info(
@@ -187,7 +167,7 @@ class FederatedParty:
         while True:
             task = self._call(
                 "get task",
-                lambda stub: stub.GetTask(
+                lambda ch: _stub(ch).GetTask(
                     federated_pb2.TaskRequest(wait_seconds=self.options.poll_seconds),
                     timeout=self.options.poll_seconds + 30,
                 ),
@@ -198,13 +178,11 @@ class FederatedParty:
                 elif task.kind == federated_pb2.EVALUATE:
                     self._evaluate(task, layout, trainer)
                 elif task.kind == federated_pb2.FINISHED:
-                    payload = self._pull(layout, best=True)
-                    self.result.best_model = apply_model(payload, None, layout)
-                    self.result.best_round = payload.best_round
+                    self.result.best_model, self.result.best_round = self._params.pull_best()
                     log.info(
                         "%s: finished; best global model from round %d",
                         self.session.party_id,
-                        payload.best_round,
+                        self.result.best_round,
                     )
                     return self.result
             except AggregationRefusedError as exc:
@@ -212,12 +190,18 @@ class FederatedParty:
                 self.result.refusals.append(str(exc))
                 log.warning("%s", exc)
 
+    def _current_model(self, task: Any) -> Arrays | None:
+        """The global model the task is about, or None if it moved on meanwhile."""
+        assert self._params is not None
+        arrays = self._params.pull()
+        if self._params.version != task.model_version:
+            return None  # the model moved since the task was given: ask again
+        return arrays
+
     def _fit(self, task: Any, plan: FederatedPlan, layout: ModelLayout, trainer: Trainer) -> None:
-        self._pull(layout)
-        if self._held_version != task.model_version:
-            return  # the model moved since the task was given: ask again
-        assert self._held is not None
-        start = self._held
+        start = self._current_model(task)
+        if start is None:
+            return
         config = FitConfig(
             batch_size=task.fit.batch_size,
             learning_rate=task.fit.learning_rate,
@@ -234,19 +218,17 @@ class FederatedParty:
             update = ModelUpdate(dense=full, num_samples=metrics.samples // config.epochs)
         if self.options.on_update is not None:
             self.options.on_update(task.round, update)
+        assert self._params is not None
         payload = encode_update(
             update,
             layout,
-            round_index=task.round,
-            base_version=self._held_version,
-            incarnation=self._held_incarnation,
+            step=task.round,
+            base_version=self._params.version,
+            incarnation=self._params.incarnation,
             train_loss=metrics.mean_loss,
             train_seconds=metrics.wall_seconds,
         )
-        self._call(
-            "submit update",
-            lambda stub: stub.SubmitUpdate(tensors.to_chunks(payload), timeout=RPC_TIMEOUT_SECONDS),
-        )
+        self._params.push(payload)
         self.result.rounds_trained.append(task.round)
         self.result.bytes_sent[task.round] = payload.ByteSize()
         self.result.train_samples += metrics.samples
@@ -260,24 +242,28 @@ class FederatedParty:
         )
 
     def _evaluate(self, task: Any, layout: ModelLayout, trainer: Trainer) -> None:
-        self._pull(layout)
-        if self._held_version != task.model_version:
+        arrays = self._current_model(task)
+        if arrays is None:
             return
-        assert self._held is not None
+        assert self._params is not None
         payload = encode_evaluation(
             round_index=task.round,
-            model_version=self._held_version,
-            incarnation=self._held_incarnation,
-            validation_scores=trainer.predict(self._held, self.data.validation),
+            model_version=self._params.version,
+            incarnation=self._params.incarnation,
+            validation_scores=trainer.predict(arrays, self.data.validation),
             validation_labels=self.data.validation.labels,
-            test_scores=trainer.predict(self._held, self.data.test),
+            test_scores=trainer.predict(arrays, self.data.test),
             test_labels=self.data.test.labels,
             test_row_ids=self.data.test.row_ids,
         )
         self._call(
             "submit evaluation",
-            lambda stub: stub.SubmitEvaluation(
+            lambda ch: _stub(ch).SubmitEvaluation(
                 tensors.to_chunks(payload), timeout=RPC_TIMEOUT_SECONDS
             ),
         )
         self.result.rounds_evaluated.append(task.round)
+
+
+def _stub(channel: grpc.Channel) -> federated_pb2_grpc.AggregatorStub:
+    return federated_pb2_grpc.AggregatorStub(channel)

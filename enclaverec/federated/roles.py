@@ -99,9 +99,9 @@ def default_trainer_factory(threads: int | None = None) -> TrainerFactory:
             from enclaverec.logreg import LogisticRegressionTrainer
 
             return LogisticRegressionTrainer(plan.features, data.train, seed=plan.seed)
-        from enclaverec.model.threads import configure_threads
+        from enclaverec.model.threads import ThreadSettings, available_cores, configure_threads
 
-        configure_threads(intra_op=threads, inter_op=1 if threads else None)
+        configure_threads(ThreadSettings(intra_op=threads or available_cores(), inter_op=1))
         from enclaverec.dlrm.config import PRESETS, OptimizerKind, Preset
         from enclaverec.model.trainer import DLRMTrainer, DLRMTrainerConfig
 

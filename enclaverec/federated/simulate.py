@@ -185,6 +185,20 @@ def run_simulation(
             aggregator = processes["aggregator"].poll()
             if aggregator is not None:
                 break
+            parties_left = [
+                p for n, p in processes.items() if n != "aggregator" and p.poll() is None
+            ]
+            if not parties_left:
+                # Every party exited while the aggregator still waits: it would only wait
+                # for its deadlines. Report the parties' failures now.
+                failed = {n: p.returncode for n, p in processes.items() if n != "aggregator"}
+                if any(code != 0 for code in failed.values()):
+                    raise EnclaveRecError(
+                        "every party stopped before the federation finished: "
+                        + ", ".join(
+                            f"{n} (exit {c}; see {logs / (n + '.log')})" for n, c in failed.items()
+                        )
+                    )
             if time.monotonic() > deadline:
                 raise TrainingError(
                     f"the federation did not finish within {options.timeout_seconds:.0f} s"

@@ -1,4 +1,5 @@
-"""The federated protocol's payloads <-> numpy: the plan, the model, updates, evaluations.
+"""The federated protocol's own payloads <-> numpy: the plan and evaluations (the model and
+updates travel through the parameter service, ``enclaverec.paramservice.codec``).
 
 Both sides use these functions, so a payload is encoded and checked in one place. Decoding
 refuses what does not fit (lengths that disagree, a table sent as rows of a dense array);
@@ -8,17 +9,15 @@ the aggregation pre-check then judges the values.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import tomli_w
 
-from enclaverec.arrays import Arrays, ModelLayout, ModelUpdate, SparseRows
+from enclaverec.arrays import ModelLayout
 from enclaverec.errors import MalformedInputError
 from enclaverec.federated.config import FederationConfig
 from enclaverec.tee.measurement import canonical_config
-from enclaverec.transport import tensors
 from enclaverec.transport.proto import federated_pb2
 
 FLOAT_DTYPE = np.dtype("<f4")
@@ -51,81 +50,6 @@ def decode_layout(message: federated_pb2.Plan) -> ModelLayout:
         return ModelLayout.from_dict(json.loads(message.layout_json))
     except (ValueError, KeyError, TypeError) as exc:
         raise MalformedInputError("the plan's model layout is malformed") from exc
-
-
-def _shapes(layout: ModelLayout) -> dict[str, tuple[int, ...]]:
-    return {name: spec.shape for name, spec in layout.specs.items()}
-
-
-def encode_model(
-    dense: Mapping[str, np.ndarray],
-    sparse: Mapping[str, SparseRows],
-    layout: ModelLayout,
-    *,
-    version: int,
-    incarnation: str,
-    complete: bool,
-) -> federated_pb2.ModelPayload:
-    return federated_pb2.ModelPayload(
-        version=version,
-        incarnation=incarnation,
-        complete=complete,
-        arrays=tensors.encode_bundle(dense, sparse, _shapes(layout)),
-    )
-
-
-def apply_model(
-    payload: federated_pb2.ModelPayload, held: Arrays | None, layout: ModelLayout
-) -> Arrays:
-    """The model after ``payload``: a complete payload replaces everything; otherwise its
-    arrays and rows overwrite those of ``held`` (a copy is returned)."""
-    dense, sparse = tensors.decode_bundle(payload.arrays)
-    if payload.complete:
-        arrays: Arrays = {}
-        for name in layout.names:
-            if name not in dense:
-                raise MalformedInputError(f"a complete model lacks {name}")
-            arrays[name] = dense[name]
-    else:
-        if held is None:
-            raise MalformedInputError("changes arrived for a model this party does not hold")
-        arrays = {name: value.copy() for name, value in held.items()}
-        for name, value in dense.items():
-            arrays[name] = value
-        for name, rows in sparse.items():
-            if name not in arrays:
-                raise MalformedInputError(f"rows of unknown table {name}")
-            arrays[name][rows.row_ids] = rows.values
-    for name, spec in layout.specs.items():
-        if tuple(arrays[name].shape) != spec.shape or str(arrays[name].dtype) != spec.dtype:
-            raise MalformedInputError(f"{name}: the model's array does not fit the plan's layout")
-    return arrays
-
-
-def encode_update(
-    update: ModelUpdate,
-    layout: ModelLayout,
-    *,
-    round_index: int,
-    base_version: int,
-    incarnation: str,
-    train_loss: float,
-    train_seconds: float,
-) -> federated_pb2.UpdatePayload:
-    return federated_pb2.UpdatePayload(
-        round=round_index,
-        base_version=base_version,
-        incarnation=incarnation,
-        num_samples=update.num_samples,
-        train_loss=train_loss,
-        train_seconds=train_seconds,
-        delta=tensors.encode_bundle(update.dense, update.sparse, _shapes(layout)),
-    )
-
-
-def decode_update(payload: federated_pb2.UpdatePayload) -> ModelUpdate:
-    dense, sparse = tensors.decode_bundle(payload.delta)
-    return ModelUpdate(dense=dense, sparse=sparse, num_samples=int(payload.num_samples))
 
 
 def _floats(data: bytes, what: str) -> np.ndarray:

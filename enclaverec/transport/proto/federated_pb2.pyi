@@ -14,20 +14,11 @@ class TaskKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVALUATE: _ClassVar[TaskKind]
     WAIT: _ClassVar[TaskKind]
     FINISHED: _ClassVar[TaskKind]
-
-class WhichModel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-    __slots__ = ()
-    WHICH_UNSPECIFIED: _ClassVar[WhichModel]
-    CURRENT: _ClassVar[WhichModel]
-    BEST: _ClassVar[WhichModel]
 TASK_UNSPECIFIED: TaskKind
 FIT: TaskKind
 EVALUATE: TaskKind
 WAIT: TaskKind
 FINISHED: TaskKind
-WHICH_UNSPECIFIED: WhichModel
-CURRENT: WhichModel
-BEST: WhichModel
 
 class PlanRequest(_message.Message):
     __slots__ = ()
@@ -80,48 +71,6 @@ class Task(_message.Message):
     model_incarnation: str
     fit: FitInstructions
     def __init__(self, kind: _Optional[_Union[TaskKind, str]] = ..., round: _Optional[int] = ..., attempt: _Optional[int] = ..., model_version: _Optional[int] = ..., model_incarnation: _Optional[str] = ..., fit: _Optional[_Union[FitInstructions, _Mapping]] = ...) -> None: ...
-
-class PullRequest(_message.Message):
-    __slots__ = ("which", "since_version", "incarnation")
-    WHICH_FIELD_NUMBER: _ClassVar[int]
-    SINCE_VERSION_FIELD_NUMBER: _ClassVar[int]
-    INCARNATION_FIELD_NUMBER: _ClassVar[int]
-    which: WhichModel
-    since_version: int
-    incarnation: str
-    def __init__(self, which: _Optional[_Union[WhichModel, str]] = ..., since_version: _Optional[int] = ..., incarnation: _Optional[str] = ...) -> None: ...
-
-class ModelPayload(_message.Message):
-    __slots__ = ("version", "incarnation", "complete", "best_round", "arrays")
-    VERSION_FIELD_NUMBER: _ClassVar[int]
-    INCARNATION_FIELD_NUMBER: _ClassVar[int]
-    COMPLETE_FIELD_NUMBER: _ClassVar[int]
-    BEST_ROUND_FIELD_NUMBER: _ClassVar[int]
-    ARRAYS_FIELD_NUMBER: _ClassVar[int]
-    version: int
-    incarnation: str
-    complete: bool
-    best_round: int
-    arrays: _tensors_pb2.ArrayBundle
-    def __init__(self, version: _Optional[int] = ..., incarnation: _Optional[str] = ..., complete: _Optional[bool] = ..., best_round: _Optional[int] = ..., arrays: _Optional[_Union[_tensors_pb2.ArrayBundle, _Mapping]] = ...) -> None: ...
-
-class UpdatePayload(_message.Message):
-    __slots__ = ("round", "base_version", "incarnation", "num_samples", "train_loss", "train_seconds", "delta")
-    ROUND_FIELD_NUMBER: _ClassVar[int]
-    BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
-    INCARNATION_FIELD_NUMBER: _ClassVar[int]
-    NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
-    TRAIN_LOSS_FIELD_NUMBER: _ClassVar[int]
-    TRAIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
-    DELTA_FIELD_NUMBER: _ClassVar[int]
-    round: int
-    base_version: int
-    incarnation: str
-    num_samples: int
-    train_loss: float
-    train_seconds: float
-    delta: _tensors_pb2.ArrayBundle
-    def __init__(self, round: _Optional[int] = ..., base_version: _Optional[int] = ..., incarnation: _Optional[str] = ..., num_samples: _Optional[int] = ..., train_loss: _Optional[float] = ..., train_seconds: _Optional[float] = ..., delta: _Optional[_Union[_tensors_pb2.ArrayBundle, _Mapping]] = ...) -> None: ...
 
 class EvaluationPayload(_message.Message):
     __slots__ = ("round", "model_version", "incarnation", "validation_scores", "validation_labels", "test_scores", "test_labels", "test_row_ids")

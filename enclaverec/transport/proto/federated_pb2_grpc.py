@@ -45,16 +45,6 @@ class AggregatorStub:
                 request_serializer=enclaverec_dot_transport_dot_proto_dot_federated__pb2.TaskRequest.SerializeToString,
                 response_deserializer=enclaverec_dot_transport_dot_proto_dot_federated__pb2.Task.FromString,
                 _registered_method=True)
-        self.PullModel = channel.unary_stream(
-                '/enclaverec.federated.Aggregator/PullModel',
-                request_serializer=enclaverec_dot_transport_dot_proto_dot_federated__pb2.PullRequest.SerializeToString,
-                response_deserializer=enclaverec_dot_transport_dot_proto_dot_tensors__pb2.Chunk.FromString,
-                _registered_method=True)
-        self.SubmitUpdate = channel.stream_unary(
-                '/enclaverec.federated.Aggregator/SubmitUpdate',
-                request_serializer=enclaverec_dot_transport_dot_proto_dot_tensors__pb2.Chunk.SerializeToString,
-                response_deserializer=enclaverec_dot_transport_dot_proto_dot_federated__pb2.SubmitReply.FromString,
-                _registered_method=True)
         self.SubmitEvaluation = channel.stream_unary(
                 '/enclaverec.federated.Aggregator/SubmitEvaluation',
                 request_serializer=enclaverec_dot_transport_dot_proto_dot_tensors__pb2.Chunk.SerializeToString,
@@ -80,20 +70,6 @@ class AggregatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def PullModel(self, request, context):
-        """The global model: what changed since the version the caller holds, or all of it.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def SubmitUpdate(self, request_iterator, context):
-        """An UpdatePayload.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def SubmitEvaluation(self, request_iterator, context):
         """An EvaluationPayload.
         """
@@ -113,16 +89,6 @@ def add_AggregatorServicer_to_server(servicer, server):
                     servicer.GetTask,
                     request_deserializer=enclaverec_dot_transport_dot_proto_dot_federated__pb2.TaskRequest.FromString,
                     response_serializer=enclaverec_dot_transport_dot_proto_dot_federated__pb2.Task.SerializeToString,
-            ),
-            'PullModel': grpc.unary_stream_rpc_method_handler(
-                    servicer.PullModel,
-                    request_deserializer=enclaverec_dot_transport_dot_proto_dot_federated__pb2.PullRequest.FromString,
-                    response_serializer=enclaverec_dot_transport_dot_proto_dot_tensors__pb2.Chunk.SerializeToString,
-            ),
-            'SubmitUpdate': grpc.stream_unary_rpc_method_handler(
-                    servicer.SubmitUpdate,
-                    request_deserializer=enclaverec_dot_transport_dot_proto_dot_tensors__pb2.Chunk.FromString,
-                    response_serializer=enclaverec_dot_transport_dot_proto_dot_federated__pb2.SubmitReply.SerializeToString,
             ),
             'SubmitEvaluation': grpc.stream_unary_rpc_method_handler(
                     servicer.SubmitEvaluation,
@@ -184,60 +150,6 @@ class Aggregator:
             '/enclaverec.federated.Aggregator/GetTask',
             enclaverec_dot_transport_dot_proto_dot_federated__pb2.TaskRequest.SerializeToString,
             enclaverec_dot_transport_dot_proto_dot_federated__pb2.Task.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def PullModel(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_stream(
-            request,
-            target,
-            '/enclaverec.federated.Aggregator/PullModel',
-            enclaverec_dot_transport_dot_proto_dot_federated__pb2.PullRequest.SerializeToString,
-            enclaverec_dot_transport_dot_proto_dot_tensors__pb2.Chunk.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def SubmitUpdate(request_iterator,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.stream_unary(
-            request_iterator,
-            target,
-            '/enclaverec.federated.Aggregator/SubmitUpdate',
-            enclaverec_dot_transport_dot_proto_dot_tensors__pb2.Chunk.SerializeToString,
-            enclaverec_dot_transport_dot_proto_dot_federated__pb2.SubmitReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,232 @@
+"""The parameter service over gRPC: pull the model (whole, or what changed since a held
+version) and push weighted updates. No TensorFlow: it runs inside the aggregator's enclave
+and, for distributed training, inside each parameter server's.
+
+What happens to a pushed update is its owner's business (:class:`UpdateSink`): the
+federated aggregator buffers it for the round and combines the round's updates with its
+strategy; a synchronous parameter server would combine one step's updates. The service
+does what is common: authenticate the caller (through the owner's ``identify``), decode,
+refuse an update computed from another version, pre-check it against the layout, and
+serve versions.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import grpc
+
+from enclaverec.arrays import Arrays, ModelUpdate
+from enclaverec.errors import AggregationRefusedError, MalformedInputError
+from enclaverec.paramservice.codec import decode_update, encode_model
+from enclaverec.paramservice.combine import check_update
+from enclaverec.paramservice.store import NEVER, ModelChanges, ParameterStore
+from enclaverec.transport import tensors
+from enclaverec.transport.proto import paramservice_pb2, paramservice_pb2_grpc, tensors_pb2
+
+log = logging.getLogger(__name__)
+
+MAX_UPDATE_BYTES = 2 << 30  # a kaggle-shape dense update is ~170 MB; refuse above 2 GiB
+
+
+@dataclass(frozen=True)
+class PushedUpdate:
+    """An update that passed the service's checks, with what came along with it."""
+
+    contributor: str
+    step: int
+    update: ModelUpdate
+    train_loss: float
+    train_seconds: float
+    wire_bytes: int
+
+
+class UpdateSink(Protocol):
+    """Where accepted updates go. Called with the service's lock held; raise
+    ``AggregationRefusedError`` to refuse (e.g. an update for a past round)."""
+
+    def __call__(self, pushed: PushedUpdate) -> None: ...
+
+
+class ParameterService:
+    """A parameter store behind a lock, with a fresh incarnation per process: versions
+    made after a restart may reuse numbers, so a caller holding a version of another
+    incarnation gets the whole model."""
+
+    def __init__(
+        self,
+        store: ParameterStore,
+        sink: UpdateSink,
+        *,
+        norm_bound: float | None = None,
+        lock: threading.Condition | None = None,
+    ) -> None:
+        self.store = store
+        self.sink = sink
+        self.norm_bound = norm_bound
+        self.lock = lock or threading.Condition()
+        self.incarnation = secrets.token_hex(8)
+        self.best: Callable[[], tuple[Arrays, int]] | None = None
+
+    def changes(self, since: int, incarnation: str) -> tuple[ModelChanges, bool]:
+        """What a caller holding ``since`` (of ``incarnation``) needs; the whole model,
+        dense, when it holds nothing of this incarnation (row ids for every row would only
+        add bytes)."""
+        with self.lock:
+            store = self.store
+            if since < 0 or incarnation != self.incarnation or since > store.version:
+                return ModelChanges(NEVER, store.version, store.snapshot(), {}), True
+            return store.changes_since(since), False
+
+    def push(self, contributor: str, payload: paramservice_pb2.UpdatePayload) -> None:
+        update = decode_update(payload)
+        with self.lock:
+            if (
+                payload.incarnation != self.incarnation
+                or payload.base_version != self.store.version
+            ):
+                raise AggregationRefusedError(
+                    f"update from {contributor} for step {payload.step} refused: it was "
+                    f"computed from version {payload.base_version} "
+                    f"({payload.incarnation or '?'}), the model is at {self.store.version} "
+                    f"({self.incarnation})"
+                )
+            check_update(
+                update, self.store.layout, contributor=contributor, norm_bound=self.norm_bound
+            )
+            self.sink(
+                PushedUpdate(
+                    contributor=contributor,
+                    step=payload.step,
+                    update=update,
+                    train_loss=payload.train_loss,
+                    train_seconds=payload.train_seconds,
+                    wire_bytes=payload.ByteSize(),
+                )
+            )
+            self.lock.notify_all()
+
+
+Identify = Callable[[grpc.ServicerContext], str]
+"""Who the caller is; must abort the call (UNAUTHENTICATED) for an unknown caller."""
+
+
+def _abort(context: grpc.ServicerContext, exc: Exception) -> None:
+    code = (
+        grpc.StatusCode.INVALID_ARGUMENT
+        if isinstance(exc, MalformedInputError)
+        else grpc.StatusCode.FAILED_PRECONDITION
+    )
+    context.abort(code, str(exc))
+
+
+class ParameterServicer(paramservice_pb2_grpc.ParameterServiceServicer):
+    """The gRPC face of a :class:`ParameterService`. ``on_pull_best`` lets the owner note
+    who fetched the final model; ``on_refused`` who sent what was refused."""
+
+    def __init__(
+        self,
+        service: ParameterService,
+        identify: Identify,
+        *,
+        on_pull_best: Callable[[str], None] | None = None,
+        on_refused: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.service = service
+        self.identify = identify
+        self.on_pull_best = on_pull_best
+        self.on_refused = on_refused
+
+    def Pull(self, request, context) -> Iterator[tensors_pb2.Chunk]:  # noqa: N802 - gRPC's naming
+        caller = self.identify(context)
+        layout = self.service.store.layout
+        if request.which == paramservice_pb2.BEST:
+            if self.service.best is None:
+                context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION, "this service keeps no best model"
+                )
+            arrays, tag = self.service.best()
+            payload = encode_model(
+                arrays, {}, layout, version=0, incarnation="", complete=True, tag=tag
+            )
+            if self.on_pull_best is not None:
+                self.on_pull_best(caller)
+        else:
+            changes, complete = self.service.changes(request.since_version, request.incarnation)
+            payload = encode_model(
+                changes.dense,
+                changes.sparse,
+                layout,
+                version=changes.version,
+                incarnation=self.service.incarnation,
+                complete=complete,
+            )
+        yield from tensors.to_chunks(payload)
+
+    def Push(self, request_iterator, context):  # noqa: N802
+        caller = self.identify(context)
+        try:
+            payload = tensors.from_chunks(
+                request_iterator, paramservice_pb2.UpdatePayload, max_bytes=MAX_UPDATE_BYTES
+            )
+            self.service.push(caller, payload)
+        except (AggregationRefusedError, MalformedInputError) as exc:
+            log.warning("%s", exc)
+            if self.on_refused is not None:
+                self.on_refused(caller, str(exc))
+            _abort(context, exc)
+        return paramservice_pb2.PushReply(accepted=True)
+
+
+class ParameterClient:
+    """Pull and push from a caller's side, keeping the model it holds up to date with as
+    little traffic as possible. ``call`` runs an RPC on the caller's authenticated channel
+    (e.g. ``Session.call``)."""
+
+    def __init__(self, call: Callable[[Callable[[grpc.Channel], object]], object], layout) -> None:
+        self._call = call
+        self.layout = layout
+        self.held: Arrays | None = None
+        self.version = -1
+        self.incarnation = ""
+
+    def pull(self) -> Arrays:
+        from enclaverec.paramservice.codec import apply_model
+
+        request = paramservice_pb2.PullRequest(
+            which=paramservice_pb2.CURRENT, since_version=self.version, incarnation=self.incarnation
+        )
+        payload = self._call(
+            lambda channel: tensors.from_chunks(
+                paramservice_pb2_grpc.ParameterServiceStub(channel).Pull(request, timeout=600),
+                paramservice_pb2.ModelPayload,
+            )
+        )
+        self.held = apply_model(payload, self.held, self.layout)  # type: ignore[arg-type]
+        self.version = payload.version  # type: ignore[attr-defined]
+        self.incarnation = payload.incarnation  # type: ignore[attr-defined]
+        return self.held
+
+    def pull_best(self) -> tuple[Arrays, int]:
+        from enclaverec.paramservice.codec import apply_model
+
+        request = paramservice_pb2.PullRequest(which=paramservice_pb2.BEST, since_version=-1)
+        payload = self._call(
+            lambda channel: tensors.from_chunks(
+                paramservice_pb2_grpc.ParameterServiceStub(channel).Pull(request, timeout=600),
+                paramservice_pb2.ModelPayload,
+            )
+        )
+        return apply_model(payload, None, self.layout), payload.tag  # type: ignore[arg-type,attr-defined]
+
+    def push(self, payload: paramservice_pb2.UpdatePayload) -> None:
+        self._call(
+            lambda channel: paramservice_pb2_grpc.ParameterServiceStub(channel).Push(
+                tensors.to_chunks(payload), timeout=600
+            )
+        )
