@@ -18,12 +18,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from enclaverec.data.schema import DataSet, split_sha256
-from enclaverec.errors import EnclaveRecError, TrainingError, UsageError
+from enclaverec.errors import EnclaveRecError, TrainingError
 from enclaverec.federated.aggregator import AUDIT_FILE, SUMMARY_FILE
 from enclaverec.federated.config import FederatedPlan
 from enclaverec.federated.setup import FederationFiles, init_federation
@@ -71,7 +71,6 @@ class SimulationResult:
     party_exit_codes: dict[str, int]
     wall_seconds: float
     logs: Path
-    round_lines: list[str] = field(default_factory=list)
 
 
 def _role_command(*args: str) -> list[str]:
@@ -134,7 +133,6 @@ def run_simulation(
     processes: dict[str, subprocess.Popen[bytes]] = {}
     handles = []
     follower = _AuditFollower(files.aggregator_dir / AUDIT_FILE)
-    round_lines: list[str] = []
 
     def spawn(name: str, command: list[str]) -> None:
         handle = (logs / f"{name}.log").open("wb")
@@ -240,7 +238,6 @@ def run_simulation(
         party_exit_codes=codes,
         wall_seconds=time.perf_counter() - started,
         logs=logs,
-        round_lines=round_lines,
     )
 
 
@@ -251,9 +248,10 @@ def union_test_sha256(party_data: Sequence[DataSet]) -> str:
 
 
 def check_parties(result: SimulationResult) -> None:
+    """Refuse a run in which a party failed, naming its log."""
     failed = {name: code for name, code in result.party_exit_codes.items() if code != 0}
     if failed:
-        raise UsageError(
+        raise EnclaveRecError(
             "part(ies) failed: "
             + ", ".join(
                 f"{name} (exit {code}; see {result.logs / (name + '.log')})"
