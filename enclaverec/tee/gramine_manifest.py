@@ -126,11 +126,13 @@ ENCLAVE_SEALED_DIR = "/enclaverec/sealed"
 our own authenticated encryption, DESIGN.md §3)."""
 ENCLAVE_DATA_DIR = "/enclaverec/data"
 """The data directory inside the enclave (encrypted data sets, encrypted model output)."""
-ENCLAVE_TMP_DIR = "/tmp"
-"""An in-enclave ``tmpfs``: scratch files never reach the host."""
+ENCLAVE_TMP_DIR = "/enclaverec/tmp"
+"""An in-enclave ``tmpfs``: scratch files never reach the host. Under ``/enclaverec`` (our
+own namespace) rather than ``/tmp``, so that Python and the package may be installed
+anywhere on the host, ``/tmp`` included (CI clones there); ``TMPDIR`` points at it."""
 ENCLAVE_HOSTS_FILE = "/etc/hosts"
 
-RESERVED_ENCLAVE_PATHS = ("/lib", "/tmp", "/enclaverec", "/etc", "/dev", "/proc", "/sys")
+RESERVED_ENCLAVE_PATHS = ("/lib", "/enclaverec", "/etc", "/dev", "/proc", "/sys")
 """In-enclave paths the manifest uses itself; no host directory may be mounted over them."""
 
 GLIBC_FALLBACK_NAMES = frozenset(
@@ -198,7 +200,7 @@ EXCLUDED_STDLIB_DIRS = frozenset(
 """Standard-library directories no role needs (test suites, GUI, bundled pip wheels) or that
 belong to another rule (site directories)."""
 
-PYCACHE_PREFIX = "/tmp/pycache"
+PYCACHE_PREFIX = f"{ENCLAVE_TMP_DIR}/pycache"
 """``PYTHONPYCACHEPREFIX`` inside the enclave: byte-code caches are looked up in the tmpfs,
 where there are none, instead of beside the trusted sources on the host."""
 
@@ -1056,6 +1058,7 @@ def enclave_environment(options: ManifestOptions, library_dirs: Sequence[str]) -
     threads = str(options.compute_threads)
     env = {
         "HOME": ENCLAVE_TMP_DIR,  # libraries that write under ~ (Keras) stay in the tmpfs
+        "TMPDIR": ENCLAVE_TMP_DIR,  # tempfile and TensorFlow's scratch files too
         "LC_ALL": "C",  # the built-in locale: no locale files to trust
         "LD_LIBRARY_PATH": ":".join([ENCLAVE_RUNTIME_DIR, *library_dirs]),
         # glibc makes an arena per thread; bound them in a fixed-size enclave.

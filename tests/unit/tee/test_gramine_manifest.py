@@ -560,7 +560,8 @@ def test_only_sealed_state_data_and_hosts_are_allowed(tmp_path):
     assert mounts[ENCLAVE_SEALED_DIR]["uri"] == f"file:{tmp_path}/deploy/sealed"
     assert mounts[ENCLAVE_DATA_DIR]["uri"] == f"file:{tmp_path}/deploy/data"
     assert mounts["/lib"]["uri"] == f"file:{tmp_path}/gramine/runtime/glibc"
-    assert mounts["/tmp"] == {"type": "tmpfs", "path": "/tmp"}
+    assert mounts["/enclaverec/tmp"] == {"type": "tmpfs", "path": "/enclaverec/tmp"}
+    assert worker["loader"]["env"]["TMPDIR"] == "/enclaverec/tmp"
     # No encrypted mounts: data and checkpoints are our own encrypted formats.
     assert all(mount.get("type", "chroot") in ("chroot", "tmpfs") for mount in mounts.values())
 
@@ -708,9 +709,11 @@ def test_host_directory_over_the_enclaves_own_paths_is_refused():
     from enclaverec.tee.gramine_manifest import _check_host_paths
 
     options = ManifestOptions.for_role("aggregator")
-    for mount in ("/tmp/venv", "/enclaverec", "/lib", "/"):
+    for mount in ("/enclaverec/venv", "/enclaverec", "/lib", "/"):
         with pytest.raises(UsageError, match="would be mounted over the enclave's own"):
             _check_host_paths(options, (mount,))
+    # The scratch tmpfs is ours (/enclaverec/tmp): an installation under /tmp is fine.
+    _check_host_paths(options, ("/tmp/clone/.venv",))
     # Inside Gramine's /lib mount is fine (a distribution without merged /usr).
     _check_host_paths(options, ("/lib/x86_64-linux-gnu", "/opt/venv"))
 
