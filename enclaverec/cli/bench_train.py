@@ -117,8 +117,8 @@ def _bench(args: argparse.Namespace) -> int:
     threads = start_tensorflow_threads()
     from enclaverec.data.criteo import CategoryHashing, iter_criteo_examples
     from enclaverec.data.schema import FeatureSpec
-    from enclaverec.model._tf import tf
     from enclaverec.dlrm.config import KAGGLE, OptimizerKind
+    from enclaverec.model._tf import tf
     from enclaverec.model.trainer import DLRMTrainer, DLRMTrainerConfig
     from enclaverec.report import write_json
     from enclaverec.trainer import FitConfig

@@ -18,8 +18,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from enclaverec.data.schema import FeatureSpec
-from enclaverec.errors import ConfigError, WeightMappingError
 from enclaverec.dlrm.config import DLRMConfig, InteractionKind
+from enclaverec.errors import ConfigError, WeightMappingError
 
 WEIGHT_DTYPE = np.dtype(np.float32)
 EMBEDDING_PREFIX = "embedding/"

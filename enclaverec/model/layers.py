@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 from enclaverec.data.schema import FeatureSpec
-from enclaverec.model._tf import keras, tf
 from enclaverec.dlrm.config import DLRMConfig, InteractionKind
 from enclaverec.dlrm.weights import interaction_width
+from enclaverec.model._tf import keras, tf
 
 
 def _mlp(units: tuple[int, ...], width_in: int, *, last_activation: str | None) -> list:

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from enclaverec.data.schema import FeatureSpec
-from enclaverec.errors import ConfigError, ModelFormatError, UsageError
 from enclaverec.dlrm.config import DLRMConfig
+from enclaverec.errors import ConfigError, ModelFormatError, UsageError
 
 METADATA_FILE = "enclaverec-model.json"
 METADATA_FORMAT = "enclaverec-dlrm/1"

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from enclaverec.model._tf import tf
 from enclaverec.dlrm.config import OptimizerKind
+from enclaverec.model._tf import tf
 
 # Adagrad's denominator guard. 1e-8 is FBGEMM's default for its row-wise Adagrad
 # (fbgemm_gpu SplitTableBatchedEmbeddingBagsCodegen, eps=1e-8), used by TorchRec's DLRM.

@@ -19,11 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from enclaverec.data.schema import DENSE_DTYPE, LABEL_DTYPE, SPARSE_DTYPE, Examples, FeatureSpec
-from enclaverec.errors import ConfigError, TrainingError
-from enclaverec.model._tf import tf
 from enclaverec.dlrm.config import DLRMConfig, OptimizerKind
-from enclaverec.model.layers import DLRM
-from enclaverec.model.optimizers import make_rule, unique_rows
 from enclaverec.dlrm.weights import (
     EMBEDDING_PREFIX,
     WEIGHT_DTYPE,
@@ -33,6 +29,10 @@ from enclaverec.dlrm.weights import (
     initial_arrays,
     weight_shapes,
 )
+from enclaverec.errors import ConfigError, TrainingError
+from enclaverec.model._tf import tf
+from enclaverec.model.layers import DLRM
+from enclaverec.model.optimizers import make_rule, unique_rows
 from enclaverec.trainer import FitConfig, FitMetrics, StepCallback
 
 # Steps per compiled call: large enough that Python's per-call cost (~0.1 ms) vanishes

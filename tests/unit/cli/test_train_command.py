@@ -9,8 +9,8 @@ import pytest
 
 from enclaverec.cli.commands.train import default_output, resolve_job
 from enclaverec.cli.main import build_parser
-from enclaverec.errors import ConfigError
 from enclaverec.dlrm.config import OptimizerKind, Preset
+from enclaverec.errors import ConfigError
 
 
 def error_line(err: str) -> str:

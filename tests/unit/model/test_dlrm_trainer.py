@@ -5,8 +5,8 @@ import pytest
 from numpy_dlrm import loss_and_gradients
 from tiny_model import make_examples
 
-from enclaverec.errors import ConfigError, TrainingError, WeightMappingError
 from enclaverec.dlrm.config import OptimizerKind
+from enclaverec.errors import ConfigError, TrainingError, WeightMappingError
 from enclaverec.model.optimizers import ADAGRAD_EPSILON
 from enclaverec.model.trainer import STEPS_PER_CALL, DLRMTrainer, DLRMTrainerConfig
 from enclaverec.trainer import FitConfig, Trainer

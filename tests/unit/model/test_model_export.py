@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from enclaverec.errors import ConfigError, ModelFormatError, UsageError
 from enclaverec.dlrm.config import OptimizerKind
+from enclaverec.errors import ConfigError, ModelFormatError, UsageError
 from enclaverec.model.export import (
     METADATA_FILE,
     ModelMetadata,

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from enclaverec.model._tf import tf
 from enclaverec.dlrm.config import DLRMConfig, InteractionKind
+from enclaverec.model._tf import tf
 from enclaverec.model.layers import DLRM, DenseArch, InteractionArch, OverArch, SparseArch
 
 B = 5

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from enclaverec.data.schema import FeatureSpec
-from enclaverec.errors import ConfigError, WeightMappingError
 from enclaverec.dlrm.config import KAGGLE, SMALL, DLRMConfig, InteractionKind
 from enclaverec.dlrm.weights import check_arrays, initial_arrays, weight_shapes
+from enclaverec.errors import ConfigError, WeightMappingError
 
 
 def test_names_are_stable_readable_and_in_diagram_order(spec, config):
