@@ -125,7 +125,11 @@ class FederatedAggregator:
                 restored.completed_round,
                 restored.store.version,
             )
-            self.audit.write("resumed", completed_round=restored.completed_round)
+            self.audit.write(
+                "resumed",
+                completed_round=restored.completed_round,
+                aggregated_round=restored.aggregated_round,
+            )
         else:
             self.state = AggregatorState(store=ParameterStore(initial, self.layout))
         parties = sorted(config.membership)
@@ -292,7 +296,9 @@ class FederatedAggregator:
             while True:
                 if self.coordinator.phase is Phase.DONE:
                     done_at = done_at or time.monotonic()
-                    live = set(self.coordinator.last_seen)
+                    # Wait for the parties still around to fetch the best model; one not
+                    # seen for a whole deadline (it crashed, or was dropped) is not.
+                    live = self.coordinator.recently_seen()
                     if live <= self._finished or time.monotonic() - done_at > FINISH_GRACE_SECONDS:
                         return
                     self._cond.wait(0.5)
@@ -349,10 +355,11 @@ class FederatedAggregator:
         self.state.train_seconds += max(reply.train_seconds for reply in replies.values())
         for party in parties:
             self.state.contributions.setdefault(party, []).append(round_index)
+        # Seal first, then announce: what the audit log reports survives a crash.
+        self._checkpoint()
         self.audit.write(
             "aggregated", round=round_index, parties=parties, model_version=self.state.store.version
         )
-        self._checkpoint()
 
     def _evaluate(self, round_index: int, replies: dict[str, Evaluation]) -> dict[str, Any]:
         values = list(replies.values())
@@ -393,6 +400,9 @@ class FederatedAggregator:
                 "test_split_sha256": split_sha256(test_ids),
             }
         self.state.completed_round = round_index
+        # Seal first, then announce: a round the audit log reports complete is never
+        # lost (nor evaluated again) if the aggregator dies right after.
+        self._checkpoint()
         self.audit.write(
             "round_completed", round=round_index, val_auc=validation.auc, test_auc=test.auc
         )
@@ -404,7 +414,6 @@ class FederatedAggregator:
             test.auc,
             len(replies),
         )
-        self._checkpoint()
         return record
 
     def _checkpoint(self) -> None:

@@ -8,6 +8,11 @@ quorum is missing at the deadline the phase restarts with a fresh selection amon
 parties seen alive). EVALUATE: every live party scores the new global model on its
 validation and test rows; it closes when all replied or at the deadline. Replies for
 another round or phase are refused, never merged into the wrong model.
+
+A phase's deadline runs from the moment it hands out its first task (or accepts its first
+reply), not from when it began: an aggregator that starts, or restarts, before its parties
+connect does not spend the round's deadline waiting for them. A phase that no party takes
+up still expires a deadline after it began, and counts against the aggregator's attempts.
 """
 
 from __future__ import annotations
@@ -72,7 +77,8 @@ class SelectionConfig:
 @dataclass
 class _PhaseState(Generic[Reply]):
     expected: frozenset[str]
-    deadline: float
+    began: float
+    taken_up: float | None = None  # its first task handed out, or first reply
     replies: dict[str, Reply] = field(default_factory=dict)
 
 
@@ -107,16 +113,23 @@ class RoundCoordinator(Generic[Reply]):
         self.attempt = 0
         self.last_seen: dict[str, float] = {}
         self.phase = Phase.DONE if start_round > rounds else Phase.FIT
-        self._state: _PhaseState[Reply] = _PhaseState(frozenset(), math.inf)
+        self._state: _PhaseState[Reply] = _PhaseState(frozenset(), math.inf)  # no deadline
         if self.phase is Phase.FIT:
             self._begin_fit()
 
     # --- selection ---------------------------------------------------------------------
 
+    def recently_seen(self) -> frozenset[str]:
+        """Parties seen within the last deadline. One not seen for a whole deadline is
+        treated as gone: selection skips it when it restarts a phase, and a finished
+        federation does not wait for it to fetch the final model."""
+        horizon = self.clock() - self.selection.deadline_seconds
+        return frozenset(p for p, seen in self.last_seen.items() if seen >= horizon)
+
     def _live_parties(self) -> list[str]:
         """Parties seen within the last deadline; all parties before anyone was seen."""
-        horizon = self.clock() - self.selection.deadline_seconds
-        live = [p for p in self.parties if self.last_seen.get(p, -math.inf) >= horizon]
+        seen = self.recently_seen()
+        live = [p for p in self.parties if p in seen]
         return live if len(live) >= self.selection.min_parties else list(self.parties)
 
     def _select(self) -> frozenset[str]:
@@ -131,13 +144,22 @@ class RoundCoordinator(Generic[Reply]):
 
     def _begin_fit(self) -> None:
         self.phase = Phase.FIT
-        self._state = _PhaseState(self._select(), self.clock() + self.selection.deadline_seconds)
+        self._state = _PhaseState(self._select(), self.clock())
 
     def _begin_evaluate(self) -> None:
         self.phase = Phase.EVALUATE
-        self._state = _PhaseState(
-            frozenset(self._live_parties()), self.clock() + self.selection.deadline_seconds
-        )
+        self._state = _PhaseState(frozenset(self._live_parties()), self.clock())
+
+    def _taken_up(self) -> None:
+        if self._state.taken_up is None:
+            self._state.taken_up = self.clock()
+
+    @property
+    def deadline(self) -> float:
+        """When the current phase's deadline passes (on the coordinator's clock)."""
+        state = self._state
+        start = state.began if state.taken_up is None else state.taken_up
+        return start + self.selection.deadline_seconds
 
     def skip_to_evaluation(self) -> None:
         """Resume a round whose FIT phase closed before a restart: evaluate it now."""
@@ -165,6 +187,7 @@ class RoundCoordinator(Generic[Reply]):
         if self.phase is Phase.DONE:
             return Task(TaskKind.FINISHED, self.rounds)
         if party in self._state.expected and party not in self._state.replies:
+            self._taken_up()
             kind = TaskKind.FIT if self.phase is Phase.FIT else TaskKind.EVALUATE
             return Task(kind, self.round, self.attempt)
         return Task(TaskKind.WAIT, self.round, self.attempt)
@@ -191,6 +214,7 @@ class RoundCoordinator(Generic[Reply]):
             )
         if party in self._state.replies:
             raise AggregationRefusedError(f"{party} already replied in round {self.round}")
+        self._taken_up()
         self._state.replies[party] = reply
 
     def ready(self) -> bool:
@@ -200,12 +224,12 @@ class RoundCoordinator(Generic[Reply]):
         state = self._state
         if len(state.replies) == len(state.expected):
             return True
-        return self.clock() >= state.deadline and len(state.replies) >= self.quorum_count
+        return self.clock() >= self.deadline and len(state.replies) >= self.quorum_count
 
     def expired_without_quorum(self) -> bool:
         return (
             self.phase is not Phase.DONE
-            and self.clock() >= self._state.deadline
+            and self.clock() >= self.deadline
             and len(self._state.replies) < self.quorum_count
         )
 
@@ -236,4 +260,4 @@ class RoundCoordinator(Generic[Reply]):
         return replies
 
     def seconds_to_deadline(self) -> float:
-        return max(0.0, self._state.deadline - self.clock())
+        return max(0.0, self.deadline - self.clock())

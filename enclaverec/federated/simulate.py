@@ -176,8 +176,11 @@ def run_simulation(
                 ),
             )
         deadline = time.monotonic() + options.timeout_seconds
+        last_round = 0
         while True:
             for event in follower.new_events():
+                if event.get("event") == "round_completed":
+                    last_round = max(last_round, int(event["round"]))
                 if on_event is not None:
                     on_event(event)
             aggregator = processes["aggregator"].poll()
@@ -186,9 +189,10 @@ def run_simulation(
             parties_left = [
                 p for n, p in processes.items() if n != "aggregator" and p.poll() is None
             ]
-            if not parties_left:
+            if not parties_left and last_round < options.plan.rounds:
                 # Every party exited while the aggregator still waits: it would only wait
-                # for its deadlines. Report the parties' failures now.
+                # for its deadlines. Report the parties' failures now. (After the last
+                # round it is only finishing: let it write its summary.)
                 failed = {n: p.returncode for n, p in processes.items() if n != "aggregator"}
                 if any(code != 0 for code in failed.values()):
                     raise EnclaveRecError(
