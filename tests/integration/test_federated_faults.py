@@ -165,6 +165,12 @@ def test_a_party_killed_in_round_2_leaves_the_quorum_to_finish(killed_run):
     assert metrics["mode"] == "federated"
     assert metrics["rounds_completed"] == ROUNDS
     assert [entry["round"] for entry in metrics["history"]] == [1, 2, 3]
+    assert metrics["party_exit_codes"] == {SURVIVOR: 0, VICTIM: -signal.SIGKILL.value}
+    # Rounds after the drop are scored on the survivor's test rows only, and say so.
+    best_round_parties = summary["history"][metrics["best_round"] - 1]["parties_evaluated"]
+    assert metrics["test_covers_all_parties"] is (len(best_round_parties) == 2)
+    if not metrics["test_covers_all_parties"]:
+        assert metrics["test_split_sha256"] != metrics["global_test_split_sha256"]
     # The victim contributed to round 1 only; rounds 2 and 3 went on with the quorum.
     assert summary["contributions"] == {SURVIVOR: [1, 2, 3], VICTIM: [1]}
     aggregated = [e["parties"] for e in events if e["event"] == "aggregated"]

@@ -437,6 +437,7 @@ def simulate_federation(
         for h in summary["history"]
     ]
     best = summary["best_test"]
+    global_sha = union_test_sha256(shares)
     wall = time.perf_counter() - started
     # Bytes of each party's update message, averaged over parties and rounds.
     sizes = [size for h in summary["history"] for size in h["bytes_received"].values()]
@@ -469,7 +470,11 @@ def simulate_federation(
             "update_bytes_per_party_per_round": sum(sizes) / len(sizes) if sizes else 0,
             "round_seconds": [h["round_seconds"] for h in summary["history"]],
             "aggregator_mrenclave": summary["mrenclave"],
-            "global_test_split_sha256": union_test_sha256(shares),
+            "global_test_split_sha256": global_sha,
+            # False when the best round was scored without some party's test rows (a party
+            # dropped out): then test_split_sha256 differs from the global split's.
+            "test_covers_all_parties": best["test_split_sha256"] == global_sha,
+            "party_exit_codes": result.party_exit_codes,
             "restarts": summary["restarts"],
             **({"oracle_auc": dataset.info["oracle_auc"]} if "oracle_auc" in dataset.info else {}),
         },
