@@ -97,9 +97,7 @@ def load_private_key(path: Path, passphrase: bytes) -> ec.EllipticCurvePrivateKe
         raise IntegrityError(
             f"could not decrypt the private key {path} (wrong passphrase or damaged file)"
         ) from exc
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(
-        key.curve, ec.SECP256R1
-    ):
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
         raise MalformedInputError(f"{path}: not a P-256 private key")
     return key
 
@@ -117,9 +115,7 @@ def parse_public_key_pem(data: bytes, *, source: str = "public key") -> ec.Ellip
         key = serialization.load_pem_public_key(data)
     except ValueError as exc:
         raise MalformedInputError(f"{source}: not a PEM public key") from exc
-    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(
-        key.curve, ec.SECP256R1
-    ):
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
         raise MalformedInputError(f"{source}: not a P-256 public key")
     return key
 
@@ -138,9 +134,7 @@ def read_passphrase(passphrase_file: Path | None, *, confirm: bool) -> bytes:
         passphrase = text.splitlines()[0] if text else ""
     else:
         if not sys.stdin.isatty():
-            raise UsageError(
-                "no terminal to prompt for a passphrase; use --passphrase-file FILE"
-            )
+            raise UsageError("no terminal to prompt for a passphrase; use --passphrase-file FILE")
         passphrase = getpass.getpass("Passphrase: ")
         if confirm and getpass.getpass("Repeat passphrase: ") != passphrase:
             raise UsageError("the passphrases do not match")

@@ -166,9 +166,7 @@ class FederatedAggregator:
                 self.params,
                 lambda context: self.peer(context).party_id,
                 on_pull_best=self.mark_finished,
-                on_refused=lambda party, reason: self.audit.write(
-                    "refused", party_id=party, reason=reason
-                ),
+                on_refused=self._refused_update,
             ),
             self.server.application_server,
         )
@@ -200,7 +198,9 @@ class FederatedAggregator:
 
     def peer(self, context: grpc.ServicerContext) -> PeerIdentity:
         identity = self.server.peer_identity(context)
-        if identity.party_id not in self._attested_peers:
+        # Only authenticated peers count as attested (not the --tee none baseline's
+        # declared ones).
+        if identity.authenticated and identity.party_id not in self._attested_peers:
             self._attested_peers[identity.party_id] = identity.to_dict()
         return identity
 
@@ -229,6 +229,14 @@ class FederatedAggregator:
     @property
     def incarnation(self) -> str:
         return self.params.incarnation
+
+    def _refused_update(self, party: str, step: int, reason: str) -> None:
+        """A push the parameter service refused: audit it, and end the party's turn in
+        this round's FIT phase (it would only train and be refused again)."""
+        self.audit.write("refused", party_id=party, round=step, reason=reason)
+        with self._cond:
+            self.coordinator.mark_refused(party, Phase.FIT, step)
+            self._cond.notify_all()
 
     def _accept_update(self, pushed: PushedUpdate) -> None:
         """The parameter service's sink (lock held): this round's FIT reply."""

@@ -296,6 +296,9 @@ class FederationConfig:
     listen_host: str = "127.0.0.1"
     listen_port: int = 50051
     enrollment_port: int = 50052
+    pccs_url: str | None = None
+    """Where to fetch real SGX collateral for the parties' evidence (Gramine); under
+    Gramine argv is fixed, so this is the way to give it."""
 
     def __post_init__(self) -> None:
         if not self.membership:
@@ -320,7 +323,7 @@ class FederationConfig:
         federation = _table(data, "federation", where)
         _check_keys(
             federation,
-            {"name", "format", "tee", "parties_attest", "simulation"},
+            {"name", "format", "tee", "parties_attest", "simulation", "pccs_url"},
             f"{where} [federation]",
         )
         if federation.get("format") != FORMAT_VERSION:
@@ -353,6 +356,7 @@ class FederationConfig:
             listen_host=_get(aggregator, "host", str, where, "127.0.0.1"),
             listen_port=_get(aggregator, "port", int, where, 50051),
             enrollment_port=_get(aggregator, "enrollment_port", int, where, 50052),
+            pccs_url=_get(federation, "pccs_url", str, where, None),
         )
 
 
@@ -368,6 +372,7 @@ def federation_toml(
     host: str = "127.0.0.1",
     port: int = 50051,
     enrollment_port: int = 50052,
+    pccs_url: str | None = None,
 ) -> dict[str, Any]:
     """The ``federation.toml`` document (the inverse of :meth:`FederationConfig.load`).
     ``[aggregator]`` holds where it listens by default (flags may override it)."""
@@ -379,6 +384,8 @@ def federation_toml(
     }
     if simulation is not None:
         federation["simulation"] = simulation
+    if pccs_url is not None:
+        federation["pccs_url"] = pccs_url
     document: dict[str, Any] = {
         "federation": federation,
         "aggregator": {"host": host, "port": port, "enrollment_port": enrollment_port},
@@ -409,6 +416,9 @@ class PartyConfig:
     aggregator_policy: PolicySpec | None
     source: Path
     raw: bytes
+    pccs_url: str | None = None
+    export: Path | None = None
+    """Where to write the best global model (a SavedModel) when the federation ends."""
 
     @classmethod
     def load(cls, path: Path) -> PartyConfig:
@@ -418,7 +428,17 @@ class PartyConfig:
         party = _table(data, "party", where)
         _check_keys(
             party,
-            {"id", "format", "tee", "simulation", "identity_key", "passphrase_file", "data"},
+            {
+                "id",
+                "format",
+                "tee",
+                "simulation",
+                "identity_key",
+                "passphrase_file",
+                "data",
+                "pccs_url",
+                "export",
+            },  # fmt: skip
             f"{where} [party]",
         )
         if party.get("format") != FORMAT_VERSION:
@@ -453,6 +473,8 @@ class PartyConfig:
             else None,
             source=path,
             raw=raw,
+            pccs_url=_get(party, "pccs_url", str, where, None),
+            export=relative("export"),
         )
         if tee is not TEEKind.NONE:
             if config.aggregator_policy is None or not config.aggregator_policy.identity_checked:
@@ -479,6 +501,7 @@ def party_toml(
     port: int,
     enrollment_port: int | None,
     aggregator_policy: PolicySpec | None,
+    pccs_url: str | None = None,
 ) -> dict[str, Any]:
     party: dict[str, Any] = {
         "id": party_id,
@@ -490,6 +513,7 @@ def party_toml(
         ("simulation", simulation),
         ("identity_key", identity_key),
         ("passphrase_file", passphrase_file),
+        ("pccs_url", pccs_url),
     ):
         if value is not None:
             party[key] = value

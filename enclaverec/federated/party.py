@@ -130,6 +130,12 @@ class FederatedParty:
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise MalformedInputError("the aggregator's plan is not TOML") from exc
         layout = decode_layout(message)
+        hashing = self.data.info.get("hashing")
+        if plan.hashing is not None and hashing is not None and dict(hashing) != dict(plan.hashing):
+            raise ConfigError(
+                f"{self.session.party_id}: this party's data was hashed with another category "
+                "hashing (function, salt or table sizes) than the plan's"
+            )
         if plan.features != self.data.spec:
             raise ConfigError(
                 f"{self.session.party_id}: this party's data ({self.data.name}) does not have the "

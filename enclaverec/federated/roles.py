@@ -57,7 +57,8 @@ def verifier_context(
     tee: TEEKind, policy: Any, simulation_dir: Path | None, pccs_url: str | None
 ) -> VerifierContext:
     if tee is TEEKind.SIMULATED:
-        assert simulation_dir is not None  # FederationConfig/PartyConfig refuse otherwise
+        if simulation_dir is None:
+            raise ConfigError("a simulated TEE needs its simulation deployment folder")
         return VerifierContext.for_simulation(simulation_dir, policy.build())
     if not pccs_url:
         raise ConfigError("verifying real SGX evidence needs a PCCS: give --pccs URL")
@@ -79,7 +80,7 @@ def make_aggregator(
     party_verification = None
     if config.parties_attest and config.tee is not TEEKind.NONE:
         party_verification = verifier_context(
-            config.tee, config.party_policy, config.simulation_dir, pccs_url
+            config.tee, config.party_policy, config.simulation_dir, pccs_url or config.pccs_url
         )
     return FederatedAggregator(
         config,
@@ -151,7 +152,9 @@ def make_party_session(
     endpoints = ServerEndpoints(config.aggregator_host, port, enrollment_port)
     session = ClientSession(
         endpoints,
-        verifier_context(config.tee, config.aggregator_policy, config.simulation_dir, pccs_url),
+        verifier_context(
+            config.tee, config.aggregator_policy, config.simulation_dir, pccs_url or config.pccs_url
+        ),
         EnrollmentCredentials(config.party_id, membership_key=identity, backend=backend),
     )
     return PartySetup(config, session, data)

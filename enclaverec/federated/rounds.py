@@ -80,6 +80,11 @@ class _PhaseState(Generic[Reply]):
     began: float
     taken_up: float | None = None  # its first task handed out, or first reply
     replies: dict[str, Reply] = field(default_factory=dict)
+    refused: set[str] = field(default_factory=set)  # sent a reply the pre-check refused
+
+    @property
+    def answered(self) -> int:
+        return len(self.replies) + len(self.refused)
 
 
 class RoundCoordinator(Generic[Reply]):
@@ -186,7 +191,8 @@ class RoundCoordinator(Generic[Reply]):
         self.last_seen[party] = self.clock()
         if self.phase is Phase.DONE:
             return Task(TaskKind.FINISHED, self.rounds)
-        if party in self._state.expected and party not in self._state.replies:
+        state = self._state
+        if party in state.expected and party not in state.replies and party not in state.refused:
             self._taken_up()
             kind = TaskKind.FIT if self.phase is Phase.FIT else TaskKind.EVALUATE
             return Task(kind, self.round, self.attempt)
@@ -214,24 +220,42 @@ class RoundCoordinator(Generic[Reply]):
             )
         if party in self._state.replies:
             raise AggregationRefusedError(f"{party} already replied in round {self.round}")
+
         self._taken_up()
+        # A valid reply after a refused one still counts (the refusal only stopped the
+        # party from being asked again).
+        self._state.refused.discard(party)
         self._state.replies[party] = reply
 
+    def mark_refused(self, party: str, phase: Phase, round_index: int) -> None:
+        """A reply of ``party`` for this phase was refused (e.g. by the pre-check): its turn
+        in this phase is over, so it is not asked to train (and be refused) again and
+        again; the phase does not wait for it."""
+        state = self._state
+        if (
+            round_index == self.round
+            and phase is self.phase
+            and party in state.expected
+            and party not in state.replies
+        ):
+            state.refused.add(party)
+
     def ready(self) -> bool:
-        """Whether the current phase can close now."""
+        """Whether the current phase can close now: every selected party answered (with
+        the quorum among the accepted replies), or the deadline passed with the quorum."""
         if self.phase is Phase.DONE:
             return False
         state = self._state
-        if len(state.replies) == len(state.expected):
-            return True
-        return self.clock() >= self.deadline and len(state.replies) >= self.quorum_count
+        if len(state.replies) < self.quorum_count:
+            return False
+        return state.answered == len(state.expected) or self.clock() >= self.deadline
 
     def expired_without_quorum(self) -> bool:
-        return (
-            self.phase is not Phase.DONE
-            and self.clock() >= self.deadline
-            and len(self._state.replies) < self.quorum_count
-        )
+        """The deadline passed without enough accepted replies. (A refused party may still
+        send a valid reply before the deadline, so refusals alone never end a phase.)"""
+        if self.phase is Phase.DONE or len(self._state.replies) >= self.quorum_count:
+            return False
+        return self.clock() >= self.deadline
 
     def restart_phase(self) -> None:
         """The deadline passed without a quorum: select again among the live parties.

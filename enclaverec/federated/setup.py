@@ -104,6 +104,7 @@ def init_federation(
     aggregator_mrenclave: bytes | None = None,
     party_mrsigner: bytes | None = None,
     name: str = "federation",
+    pccs_url: str | None = None,
 ) -> FederationFiles:
     """Write a federation's files under ``root`` (which must not exist or be empty)."""
     if parties < 1:
@@ -115,7 +116,59 @@ def init_federation(
     if members is not None and set(members) != {party_id(i) for i in range(parties)}:
         raise UsageError(f"--member must name exactly party-0 .. party-{parties - 1}")
     attest = parties_attest and tee is not TEEKind.NONE
+    if attest and tee is TEEKind.GRAMINE and party_mrsigner is None:
+        raise ConfigError(
+            "parties attest: give the parties' enclave signer (MRSIGNER, from "
+            "gramine-sgx-sigstruct-view of the party enclave) with --party-mrsigner"
+        )
+    existed = root.exists()
     root.mkdir(parents=True, exist_ok=True)
+    try:
+        return _write_federation(
+            root,
+            parties=parties,
+            plan=plan,
+            tee=tee,
+            attest=attest,
+            party_data=party_data,
+            members=members,
+            host=host,
+            port=port,
+            enrollment_port=enrollment_port,
+            aggregator_mrenclave=aggregator_mrenclave,
+            party_mrsigner=party_mrsigner,
+            name=name,
+            pccs_url=pccs_url,
+        )
+    except BaseException:
+        # Nothing half-written: a failed init leaves the folder as it found it, so the
+        # same command can simply be run again.
+        import shutil
+
+        for child in list(root.iterdir()):
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+        if not existed:
+            root.rmdir()
+        raise
+
+
+def _write_federation(
+    root: Path,
+    *,
+    parties: int,
+    plan: FederatedPlan,
+    tee: TEEKind,
+    attest: bool,
+    party_data: Sequence[DataSet] | None,
+    members: Mapping[str, Path] | None,
+    host: str,
+    port: int,
+    enrollment_port: int,
+    aggregator_mrenclave: bytes | None,
+    party_mrsigner: bytes | None,
+    name: str,
+    pccs_url: str | None,
+) -> FederationFiles:
     (root / AGGREGATOR_DIR).mkdir(mode=0o700)
 
     simulation_dir = None
@@ -168,6 +221,7 @@ def init_federation(
             host=host,
             port=port,
             enrollment_port=enrollment_port,
+            pccs_url=pccs_url,
         ),
     )
     if tee is TEEKind.SIMULATED:
@@ -185,7 +239,6 @@ def init_federation(
                 unsafe_allow_simulation=bool(sim_roots),
                 simulation_roots=sim_roots,
             )
-        has_key = members is None
         config_path = folder / PARTY_FILE
         _write_toml(
             config_path,
@@ -193,13 +246,15 @@ def init_federation(
                 party_id=party_id(index),
                 tee=tee,
                 simulation=f"../{SIMULATION_DIR}" if simulation_dir else None,
-                identity_key="identity.key" if has_key else None,
-                passphrase_file="identity.pass" if has_key else None,
+                # With --member the party puts its own key pair here (docs/federated.md).
+                identity_key="identity.key",
+                passphrase_file="identity.pass",
                 data="data",
                 host=host,
                 port=port,
                 enrollment_port=enrollment_port if tee is not TEEKind.NONE else None,
                 aggregator_policy=aggregator_policy,
+                pccs_url=pccs_url,
             ),
         )
         configs.append(config_path)

@@ -127,7 +127,8 @@ def _abort(context: grpc.ServicerContext, exc: Exception) -> None:
 
 class ParameterServicer(paramservice_pb2_grpc.ParameterServiceServicer):
     """The gRPC face of a :class:`ParameterService`. ``on_pull_best`` lets the owner note
-    who fetched the final model; ``on_refused`` who sent what was refused."""
+    who fetched the final model; ``on_refused`` who sent what was refused, for which step
+    (-1 when the payload could not even be read), and why."""
 
     def __init__(
         self,
@@ -135,7 +136,7 @@ class ParameterServicer(paramservice_pb2_grpc.ParameterServiceServicer):
         identify: Identify,
         *,
         on_pull_best: Callable[[str], None] | None = None,
-        on_refused: Callable[[str, str], None] | None = None,
+        on_refused: Callable[[str, int, str], None] | None = None,
     ) -> None:
         self.service = service
         self.identify = identify
@@ -170,15 +171,17 @@ class ParameterServicer(paramservice_pb2_grpc.ParameterServiceServicer):
 
     def Push(self, request_iterator, context):  # noqa: N802
         caller = self.identify(context)
+        step = -1
         try:
             payload = tensors.from_chunks(
                 request_iterator, paramservice_pb2.UpdatePayload, max_bytes=MAX_UPDATE_BYTES
             )
+            step = payload.step
             self.service.push(caller, payload)
         except (AggregationRefusedError, MalformedInputError) as exc:
             log.warning("%s", exc)
             if self.on_refused is not None:
-                self.on_refused(caller, str(exc))
+                self.on_refused(caller, step, str(exc))
             _abort(context, exc)
         return paramservice_pb2.PushReply(accepted=True)
 

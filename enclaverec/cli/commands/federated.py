@@ -93,7 +93,9 @@ def _add_plan_flags(parser: argparse.ArgumentParser) -> None:
         "--fraction", metavar="F", help="fraction of parties selected per round (default: 1)"
     )
     parser.add_argument(
-        "--min-parties", metavar="N", help="at least this many per round (default: all)"
+        "--min-parties",
+        metavar="N",
+        help="at least this many per round (default: all; 1 with --fraction)",
     )
     parser.add_argument(
         "--quorum",
@@ -190,7 +192,10 @@ def _plan(args: argparse.Namespace, dataset: Any, parties: int, seed: int):  # -
         ),
         selection=SelectionConfig(
             fraction=parse_positive_float("fraction", args.fraction or 1.0),
-            min_parties=parse_integer("min-parties", args.min_parties or parties, minimum=1),
+            # Every party by default; with --fraction, at least one unless --min-parties says.
+            min_parties=parse_integer(
+                "min-parties", args.min_parties or (1 if args.fraction else parties), minimum=1
+            ),
             quorum=parse_positive_float("quorum", args.quorum or 1.0),
             deadline_seconds=parse_positive_float("deadline", args.deadline or 600.0),
         ),
@@ -250,6 +255,7 @@ def _init(args: argparse.Namespace) -> int:
         aggregator_mrenclave=_measurement(args.aggregator_mrenclave, "aggregator-mrenclave"),
         party_mrsigner=_measurement(args.party_mrsigner, "party-mrsigner"),
         name=args.name,
+        pccs_url=args.pccs,
     )
     console = stdout_console()
     console.print(f"federation written to {files.root}", markup=False)
@@ -311,7 +317,7 @@ def _party(args: argparse.Namespace) -> int:
 
     threads = parse_integer("threads", args.threads, minimum=1) if args.threads else None
     setup = make_party_session(parse_path("config", args.config), pccs_url=args.pccs)
-    export_dir = parse_path("export", args.export) if args.export else None
+    export_dir = parse_path("export", args.export) if args.export else setup.config.export
 
     def export(result: PartyResult) -> None:
         if export_dir is None or result.best_model is None:
@@ -550,6 +556,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "init makes each party's key pair in its folder",
     )
     init.add_argument(
+        "--pccs",
+        metavar="URL",
+        help="(gramine) the PCCS every role fetches SGX collateral from; written into the "
+        "measured configurations, since enclave roles take no such flag",
+    )
+    init.add_argument(
         "--no-party-data", action="store_true", help="do not write each party's data share"
     )
     init.add_argument(
@@ -579,7 +591,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     party = add_command(sub, "party", help="run one party", handler=_party)
     party.add_argument("--config", required=True, metavar="FILE", help="party.toml")
     party.add_argument(
-        "--export", metavar="DIR", help="write the best global model here (SavedModel)"
+        "--export",
+        metavar="DIR",
+        help="write the best global model here (SavedModel; default: [party] export)",
     )
     party.add_argument(
         "--threads", metavar="N", help="TensorFlow intra-op threads (default: all cores)"

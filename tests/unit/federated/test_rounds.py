@@ -145,3 +145,31 @@ def test_refuses_bad_selection_config(kwargs):
 def test_refuses_min_parties_above_membership():
     with pytest.raises(ConfigError, match="min_parties is 5"):
         RoundCoordinator(PARTIES, 1, SelectionConfig(min_parties=5))
+
+
+def test_a_refused_reply_ends_the_party_s_turn_without_stalling_the_round():
+    c, _ = coordinator(quorum=0.5)
+    c.task_for("party-0")
+    c.mark_refused("party-0", Phase.FIT, 1)
+    # It is not asked to train again in this phase (it would only be refused again) ...
+    assert c.task_for("party-0").kind is TaskKind.WAIT
+    # ... and the phase closes as soon as everyone else answered, with the quorum.
+    fit_all(c, PARTIES[1:])
+    assert c.ready()
+    assert list(c.close_phase()) == PARTIES[1:]
+
+
+def test_everyone_refused_restarts_the_phase_at_the_deadline():
+    c, clock = coordinator()
+    for party in PARTIES:
+        c.task_for(party)
+        c.mark_refused(party, Phase.FIT, 1)
+    assert not c.ready() and not c.expired_without_quorum()
+    clock.now = 10.0
+    assert c.expired_without_quorum()
+
+
+def test_a_refusal_for_another_round_is_ignored():
+    c, _ = coordinator()
+    c.mark_refused("party-0", Phase.FIT, 7)
+    assert c.task_for("party-0").kind is TaskKind.FIT
