@@ -131,12 +131,19 @@ def touched_rows(table_delta: np.ndarray) -> np.ndarray:
 
 
 def sparsify(
-    full_delta: Mapping[str, np.ndarray], layout: ModelLayout, num_samples: int
+    full_delta: Mapping[str, np.ndarray],
+    layout: ModelLayout,
+    num_samples: int,
+    *,
+    dense_when_smaller: bool = False,
 ) -> ModelUpdate:
     """Turn a full delta into an update whose tables carry only the rows that changed.
 
     A row whose delta is exactly zero was not touched (or its update cancelled out); sending
-    it or not gives the same aggregate, since an absent row counts as a zero delta.
+    it or not gives the same aggregate, since an absent row counts as a zero delta. With
+    ``dense_when_smaller``, a table whose touched rows with their 8-byte ids would weigh more
+    than the whole table is sent whole instead (a small table that every party touches
+    almost entirely); the weighted mean is the same either way.
     """
     dense: Arrays = {}
     sparse: dict[str, SparseRows] = {}
@@ -144,6 +151,13 @@ def sparsify(
         value = full_delta[name]
         if spec.table:
             rows = touched_rows(value)
+            row_bytes = value[0].nbytes if len(value) else 0
+            if (
+                dense_when_smaller
+                and len(rows) * (ROW_ID_DTYPE.itemsize + row_bytes) >= value.nbytes
+            ):
+                dense[name] = value
+                continue
             sparse[name] = SparseRows(rows, np.ascontiguousarray(value[rows]))
         else:
             dense[name] = value

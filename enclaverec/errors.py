@@ -281,6 +281,11 @@ class AggregationRefusedError(EnclaveRecError):
     non-finite values, norm bound, total weight, round)."""
 
 
+class StaleUpdateError(AggregationRefusedError):
+    """An update computed from another model version (or another incarnation of the
+    service, after a restart): not the contributor's fault; it should pull and retry."""
+
+
 class TEEError(EnclaveRecError):
     """The TEE could not produce evidence or keys (e.g. ``/dev/attestation`` failed)."""
 

@@ -31,6 +31,7 @@ from enclaverec.errors import (
     ConfigError,
     EnclaveRecError,
     MalformedInputError,
+    StaleUpdateError,
     TrainingError,
 )
 from enclaverec.evaluation import binary_metrics
@@ -230,10 +231,13 @@ class FederatedAggregator:
     def incarnation(self) -> str:
         return self.params.incarnation
 
-    def _refused_update(self, party: str, step: int, reason: str) -> None:
-        """A push the parameter service refused: audit it, and end the party's turn in
-        this round's FIT phase (it would only train and be refused again)."""
-        self.audit.write("refused", party_id=party, round=step, reason=reason)
+    def _refused_update(self, party: str, step: int, refusal: Exception) -> None:
+        """A push the parameter service refused: audit it; if its content was refused
+        (not merely computed from an older model, which the party retrains from), end the
+        party's turn in this round's FIT phase: it would only be refused again."""
+        self.audit.write("refused", party_id=party, round=step, reason=str(refusal))
+        if isinstance(refusal, StaleUpdateError):
+            return
         with self._cond:
             self.coordinator.mark_refused(party, Phase.FIT, step)
             self._cond.notify_all()

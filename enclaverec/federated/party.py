@@ -33,6 +33,7 @@ from enclaverec.errors import (
 from enclaverec.federated.config import FederatedPlan, UpdateEncoding
 from enclaverec.federated.wire import decode_layout, encode_evaluation
 from enclaverec.paramservice.codec import encode_update
+from enclaverec.paramservice.combine import RowNormalisation
 from enclaverec.paramservice.service import ParameterClient
 from enclaverec.trainer import FitConfig, Trainer
 from enclaverec.transport import tensors
@@ -219,7 +220,14 @@ class FederatedParty:
         trained, metrics = trainer.fit(start, config)
         full = delta(trained, start)
         if plan.update_encoding is UpdateEncoding.SPARSE:
-            update = sparsify(full, layout, metrics.samples // config.epochs)
+            # Per-row normalisation needs every table's rows; FedAvg takes either form.
+            update = sparsify(
+                full,
+                layout,
+                metrics.samples // config.epochs,
+                dense_when_smaller=plan.strategy.row_normalisation
+                is RowNormalisation.ALL_CONTRIBUTORS,
+            )
         else:
             update = ModelUpdate(dense=full, num_samples=metrics.samples // config.epochs)
         if self.options.on_update is not None:

@@ -22,7 +22,7 @@ from typing import Protocol
 import grpc
 
 from enclaverec.arrays import Arrays, ModelUpdate
-from enclaverec.errors import AggregationRefusedError, MalformedInputError
+from enclaverec.errors import AggregationRefusedError, MalformedInputError, StaleUpdateError
 from enclaverec.paramservice.codec import decode_update, encode_model
 from enclaverec.paramservice.combine import check_update
 from enclaverec.paramservice.store import NEVER, ModelChanges, ParameterStore
@@ -90,7 +90,7 @@ class ParameterService:
                 payload.incarnation != self.incarnation
                 or payload.base_version != self.store.version
             ):
-                raise AggregationRefusedError(
+                raise StaleUpdateError(
                     f"update from {contributor} for step {payload.step} refused: it was "
                     f"computed from version {payload.base_version} "
                     f"({payload.incarnation or '?'}), the model is at {self.store.version} "
@@ -128,7 +128,7 @@ def _abort(context: grpc.ServicerContext, exc: Exception) -> None:
 class ParameterServicer(paramservice_pb2_grpc.ParameterServiceServicer):
     """The gRPC face of a :class:`ParameterService`. ``on_pull_best`` lets the owner note
     who fetched the final model; ``on_refused`` who sent what was refused, for which step
-    (-1 when the payload could not even be read), and why."""
+    (-1 when the payload could not even be read), and the refusal."""
 
     def __init__(
         self,
@@ -136,7 +136,7 @@ class ParameterServicer(paramservice_pb2_grpc.ParameterServiceServicer):
         identify: Identify,
         *,
         on_pull_best: Callable[[str], None] | None = None,
-        on_refused: Callable[[str, int, str], None] | None = None,
+        on_refused: Callable[[str, int, Exception], None] | None = None,
     ) -> None:
         self.service = service
         self.identify = identify
@@ -181,7 +181,7 @@ class ParameterServicer(paramservice_pb2_grpc.ParameterServiceServicer):
         except (AggregationRefusedError, MalformedInputError) as exc:
             log.warning("%s", exc)
             if self.on_refused is not None:
-                self.on_refused(caller, step, str(exc))
+                self.on_refused(caller, step, exc)
             _abort(context, exc)
         return paramservice_pb2.PushReply(accepted=True)
 

@@ -19,7 +19,7 @@ from federation_helpers import (
     new_federation,
 )
 
-from enclaverec.arrays import ModelUpdate, SparseRows
+from enclaverec.arrays import ModelUpdate, SparseRows, densify, sparsify
 from enclaverec.federated.party import PartyOptions
 from enclaverec.federated.roles import make_party_session
 from enclaverec.paramservice.codec import encode_update
@@ -80,6 +80,9 @@ def test_a_member_s_malformed_updates_are_refused_and_never_aggregated(tmp_path)
     def attack(round_index: int, update: ModelUpdate) -> None:
         """party-0's hook, before its honest push: first the malformed ones."""
         honest[round_index, "party-0"] = update
+        # The malformed variants are built on the all-sparse form of the honest update (the
+        # party itself sends small, mostly touched tables whole).
+        update = sparsify(densify(update, layout), layout, update.num_samples)
         version = aggregator.state.store.version
         models[round_index] = aggregator.state.store.snapshot()
 

@@ -46,11 +46,20 @@ def nonzero_slices(segments: list[bytes], count: int, rng: np.random.Generator) 
 
 
 def update_slices(update: ModelUpdate, seed: int) -> list[bytes]:
+    """Slices of the dense layers' deltas and of the embedding tables' deltas (sent as
+    touched rows, or whole where that is smaller: small tables that the party touches
+    almost entirely)."""
     rng = np.random.default_rng(seed)
-    dense = [np.asarray(value, "<f4").tobytes() for value in update.dense.values()]
-    rows = [np.asarray(rows.values, "<f4").tobytes() for rows in update.sparse.values()]
-    return nonzero_slices(dense, DENSE_SLICES, rng) + nonzero_slices(
-        rows, SLICES - DENSE_SLICES, rng
+    tables = {name for name in update.dense if name.startswith("embedding/")}
+    layers = [
+        np.asarray(value, "<f4").tobytes()
+        for name, value in update.dense.items()
+        if name not in tables
+    ]
+    embeddings = [np.asarray(update.dense[name], "<f4").tobytes() for name in sorted(tables)]
+    embeddings += [np.asarray(rows.values, "<f4").tobytes() for rows in update.sparse.values()]
+    return nonzero_slices(layers, DENSE_SLICES, rng) + nonzero_slices(
+        embeddings, SLICES - DENSE_SLICES, rng
     )
 
 

@@ -202,3 +202,17 @@ def test_names_the_contributor(layout):
     bad = ModelUpdate(update.dense, update.sparse, 0)
     with pytest.raises(AggregationRefusedError, match="party-2"):
         check_updates([update, bad], layout, contributors=["party-1", "party-2"])
+
+
+def test_a_table_touched_almost_everywhere_travels_whole_and_averages_the_same(layout):
+    rng = np.random.default_rng(9)
+    full = {n: rng.normal(size=s.shape).astype(np.float32) for n, s in layout.specs.items()}
+    full["embedding/C2"][:3] = 0.0  # 47 of 50 rows touched: rows + ids outweigh the table
+    mostly_sparse = sparsify(full, layout, 5)
+    smallest = sparsify(full, layout, 5, dense_when_smaller=True)
+    assert "embedding/C2" in mostly_sparse.sparse and "embedding/C2" in smallest.dense
+    assert smallest.nbytes < mostly_sparse.nbytes
+    other = random_update(layout, rng, 7)
+    a = densify(fedavg([mostly_sparse, other], layout), layout)
+    b = densify(fedavg([smallest, other], layout), layout)
+    assert all(np.array_equal(a[name], b[name]) for name in a)
