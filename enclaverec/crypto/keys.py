@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import getpass
 import hashlib
-import os
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from enclaverec.errors import IntegrityError, MalformedInputError, UsageError
+from enclaverec.files import write_new
 
 MIN_PASSPHRASE_LENGTH = 8
 PUBLIC_SUFFIX = ".pub"
@@ -47,16 +47,6 @@ def public_key_pem(public_key: ec.EllipticCurvePublicKey) -> bytes:
     )
 
 
-def _write_exclusive(path: Path, data: bytes, mode: int) -> None:
-    # O_EXCL: never overwrite an existing key by accident; the mode applies at creation,
-    # so the private key is never readable by others, not even for a moment.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-
-
 def save_key_pair(
     private_key: ec.EllipticCurvePrivateKey, path: Path, passphrase: bytes
 ) -> tuple[Path, Path]:
@@ -76,9 +66,9 @@ def save_key_pair(
         serialization.PrivateFormat.PKCS8,
         serialization.BestAvailableEncryption(passphrase),
     )
-    _write_exclusive(path, encrypted, 0o600)
+    write_new(path, encrypted, 0o600)
     try:
-        _write_exclusive(public_path, public_key_pem(private_key.public_key()), 0o644)
+        write_new(public_path, public_key_pem(private_key.public_key()), 0o644)
     except BaseException:
         path.unlink(missing_ok=True)
         raise

@@ -467,18 +467,8 @@ def iter_criteo_examples(
             merged = pending[0] if len(pending) == 1 else Examples.concatenate(pending)
             full = len(merged) - len(merged) % batch_size
             for start in range(0, full, batch_size):
-                yield _slice(merged, start, start + batch_size)
-            pending = [_slice(merged, full, len(merged))] if full < len(merged) else []
+                yield merged.slice(start, start + batch_size)
+            pending = [merged.slice(full, len(merged))] if full < len(merged) else []
             pending_rows = len(merged) - full
     if pending_rows:
         yield pending[0] if len(pending) == 1 else Examples.concatenate(pending)
-
-
-def _slice(examples: Examples, start: int, stop: int) -> Examples:
-    # Basic slices are views: no copy per batch.
-    return Examples(
-        dense=examples.dense[start:stop],
-        categorical=examples.categorical[start:stop],
-        labels=examples.labels[start:stop],
-        row_ids=examples.row_ids[start:stop],
-    )

@@ -68,6 +68,7 @@ from enclaverec.errors import (
     UnknownFormatError,
     UsageError,
 )
+from enclaverec.files import fsync_directory
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -362,15 +363,6 @@ def _count_lines(buffer: bytes | bytearray, length: int | None = None) -> int:
 # --- writing ---------------------------------------------------------------------------
 
 
-def _fsync_directory(directory: Path) -> None:
-    # A rename is durable only once the directory entry is on disk (POSIX).
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class _AtomicOutput:
     """A temporary file beside ``path`` that becomes ``path`` only on :meth:`commit`.
 
@@ -411,7 +403,7 @@ class _AtomicOutput:
             raise UsageError(f"refusing to overwrite existing file {self.path}")
         os.replace(self._temp, self.path)
         self._temp = None
-        _fsync_directory(self.path.parent)
+        fsync_directory(self.path.parent)
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if self._handle is not None and not self._handle.closed:
@@ -923,8 +915,8 @@ class EncryptedDataReader:
                 merged = merged.take(rng.permutation(len(merged)))
             full = len(merged) - len(merged) % batch_size
             for start in range(0, full, batch_size):
-                yield _slice(merged, start, start + batch_size)
-            leftover = [_slice(merged, full, len(merged))] if full < len(merged) else []
+                yield merged.slice(start, start + batch_size)
+            leftover = [merged.slice(full, len(merged))] if full < len(merged) else []
         if leftover:
             yield leftover[0]
 
@@ -953,16 +945,6 @@ class EncryptedDataReader:
         self._stream(output)
         output.flush()
         return summary
-
-
-def _slice(examples: Examples, start: int, stop: int) -> Examples:
-    # Basic slices are views: no copy per batch.
-    return Examples(
-        dense=examples.dense[start:stop],
-        categorical=examples.categorical[start:stop],
-        labels=examples.labels[start:stop],
-        row_ids=examples.row_ids[start:stop],
-    )
 
 
 def decrypt_to_file(path: Path, data_key: bytes, destination: Path) -> VerificationSummary:

@@ -82,6 +82,15 @@ class Examples:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def slice(self, start: int, stop: int) -> Examples:
+        """Rows ``start:stop`` as views (no copy): for cutting batches."""
+        return Examples(
+            dense=self.dense[start:stop],
+            categorical=self.categorical[start:stop],
+            labels=self.labels[start:stop],
+            row_ids=self.row_ids[start:stop],
+        )
+
     def take(self, indices: np.ndarray) -> Examples:
         return Examples(
             dense=self.dense[indices],

@@ -30,16 +30,14 @@ scope (DESIGN.md §2); the host can always delete sealed files.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import struct
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from enclaverec.crypto.aead import AES256GCM, NONCE_SIZE, TAG_SIZE, hkdf_sha256, random_nonce
 from enclaverec.errors import IntegrityError, StorageError, UnknownFormatError, UsageError
+from enclaverec.files import write_atomically
 
 MAGIC = b"ERSEALED"
 VERSION = 1
@@ -165,43 +163,6 @@ def unseal_with_any(sealing_keys: Sequence[bytes], purpose: str, blob: bytes) ->
         if key_id(candidate) == wanted:
             return unseal(candidate, purpose, blob), index
     raise IntegrityError(_OPAQUE_FAILURE)
-
-
-def _fsync_directory(directory: Path) -> None:
-    # The rename is durable only once the directory entry is on disk (POSIX).
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: Path, data: bytes, *, mode: int = 0o600) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a
-    part: a temporary file in the same folder (created with ``mode``), fsync, rename,
-    fsync of the folder. The temporary file is removed on any failure."""
-    path = Path(path)
-    directory = path.parent
-    if not directory.is_dir():
-        raise UsageError(f"directory does not exist: {directory}")
-    try:
-        fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise StorageError(f"cannot create a file in {directory}: {exc.strerror}") from exc
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-        _fsync_directory(directory)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
-        if isinstance(exc, OSError):
-            raise StorageError(f"cannot write {path}: {exc.strerror}") from exc
-        raise
 
 
 def seal_file(path: Path, sealing_key: bytes, purpose: str, plaintext: bytes) -> None:

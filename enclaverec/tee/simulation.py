@@ -20,7 +20,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
 import secrets
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -39,6 +38,7 @@ from enclaverec.crypto.signing import (
     sign_raw,
 )
 from enclaverec.errors import ConfigError, MalformedInputError, UsageError
+from enclaverec.files import write_atomically, write_new
 from enclaverec.tee.collateral import (
     SIMULATION_COLLATERAL_FILE,
     TCB_STATUSES,
@@ -166,22 +166,6 @@ def _iso(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _write_new(path: Path, data: bytes, mode: int) -> None:
-    # O_EXCL: a deployment is created once; its files are never silently replaced.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-
-
-def _replace_file(path: Path, data: bytes, mode: int = 0o644) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.unlink(missing_ok=True)
-    _write_new(temporary, data, mode)
-    os.replace(temporary, path)
-
-
 @dataclass(frozen=True)
 class _Keys:
     root_ca: ECPrivateKey
@@ -280,12 +264,12 @@ class SimulationPKI:
             is_ca=False,
         )
         for name, key in zip(_KEY_NAMES, (getattr(keys, n) for n in _KEY_NAMES), strict=True):
-            _write_new(folder / KEYS_DIR / f"{name}.key", private_key_to_pem(key), 0o600)
-        _write_new(
+            write_new(folder / KEYS_DIR / f"{name}.key", private_key_to_pem(key), 0o600)
+        write_new(
             folder / KEYS_DIR / SEALING_KEY_FILE, secrets.token_bytes(SEALING_KEY_SIZE), 0o600
         )
         for name, cert in zip(_CERT_NAMES, (root, pck_ca, pck_leaf, tcb_signer), strict=True):
-            _write_new(folder / f"{name}.pem", certs.certificate_pem(cert), 0o644)
+            write_new(folder / f"{name}.pem", certs.certificate_pem(cert), 0o644)
         pki = cls(folder, platform, root, pck_ca, pck_leaf, tcb_signer, keys)
         pki._write_metadata(moment)
         pki.issue_collateral(now=moment)
@@ -337,7 +321,9 @@ class SimulationPKI:
             "created": created,
             "platform": self.platform.to_toml(),
         }
-        _replace_file(self.folder / METADATA_FILE, tomli_w.dumps(document).encode("utf-8"))
+        write_atomically(
+            self.folder / METADATA_FILE, tomli_w.dumps(document).encode("utf-8"), mode=0o644
+        )
 
     # --- what verifiers need ---------------------------------------------------------------
 
@@ -454,7 +440,7 @@ class SimulationPKI:
             ).hex(),
         }
         text = json.dumps(document, indent=2)
-        _replace_file(self.folder / SIMULATION_COLLATERAL_FILE, text.encode("utf-8"))
+        write_atomically(self.folder / SIMULATION_COLLATERAL_FILE, text.encode("utf-8"), mode=0o644)
         return Collateral.from_json(text, source=str(self.folder / SIMULATION_COLLATERAL_FILE))
 
     # --- what the simulated backend needs -------------------------------------------------

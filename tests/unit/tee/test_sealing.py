@@ -191,7 +191,9 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatc
     def failing_fsync(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(sealing.os, "fsync", failing_fsync)
+    from enclaverec import files
+
+    monkeypatch.setattr(files.os, "fsync", failing_fsync)
     with pytest.raises(StorageError, match="No space left"):
         sealing.seal_file(path, KEY, "ckpt", b"new")
     monkeypatch.undo()

@@ -1,0 +1,63 @@
+"""Writing files safely: never half-written, never silently replaced, never readable by
+others before their mode is set. Shared by sealing, keys, encrypted data sets and the
+simulation deployment."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from enclaverec.errors import StorageError, UsageError
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable: it is only once the directory entry is on
+    disk (POSIX)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_new(path: Path, data: bytes, mode: int) -> None:
+    """Create ``path`` with ``data``; refuse if it exists (``O_EXCL``: never overwrite by
+    accident). The mode applies at creation, so the file is never readable by others,
+    not even for a moment."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a
+    part: a temporary file in the same folder (created with ``mode``), fsync, rename,
+    fsync of the folder. The temporary file is removed on any failure."""
+    path = Path(path)
+    directory = path.parent
+    if not directory.is_dir():
+        raise UsageError(f"directory does not exist: {directory}")
+    try:
+        fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise StorageError(f"cannot create a file in {directory}: {exc.strerror}") from exc
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, path)
+        fsync_directory(directory)
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp_name)
+        if isinstance(exc, OSError):
+            raise StorageError(f"cannot write {path}: {exc.strerror}") from exc
+        raise
