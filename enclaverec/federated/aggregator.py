@@ -29,7 +29,6 @@ from enclaverec.data.schema import split_sha256
 from enclaverec.errors import (
     AggregationRefusedError,
     ConfigError,
-    EnclaveRecError,
     MalformedInputError,
     StaleUpdateError,
     TrainingError,
@@ -45,7 +44,12 @@ from enclaverec.federated.config import FederationConfig
 from enclaverec.federated.rounds import Phase, RoundCoordinator, Task, TaskKind
 from enclaverec.federated.strategies import make_strategy
 from enclaverec.federated.wire import Evaluation, decode_evaluation, plan_message
-from enclaverec.paramservice.service import ParameterService, ParameterServicer, PushedUpdate
+from enclaverec.paramservice.service import (
+    ParameterService,
+    ParameterServicer,
+    PushedUpdate,
+    abort_refused,
+)
 from enclaverec.paramservice.store import ParameterStore
 from enclaverec.report import TEEKind
 from enclaverec.tee.attested_ca import EnrollmentConfig, EnrollmentRecord, PeerIdentity
@@ -474,13 +478,6 @@ def _write_json(path: Path, document: Any) -> None:
 # --- the gRPC service ---------------------------------------------------------------------
 
 
-def _abort_for(context: grpc.ServicerContext, exc: EnclaveRecError) -> None:
-    code = grpc.StatusCode.FAILED_PRECONDITION
-    if isinstance(exc, MalformedInputError):
-        code = grpc.StatusCode.INVALID_ARGUMENT
-    context.abort(code, str(exc))
-
-
 class AggregatorServicer(federated_pb2_grpc.AggregatorServicer):
     """Every RPC first establishes who the peer is (``peer_identity`` aborts an
     unauthenticated call), then asks the aggregator."""
@@ -497,7 +494,7 @@ class AggregatorServicer(federated_pb2_grpc.AggregatorServicer):
         try:
             task, version = self.aggregator.task_for(party, request.wait_seconds)
         except AggregationRefusedError as exc:
-            _abort_for(context, exc)
+            abort_refused(context, exc)
         kind = {
             TaskKind.FIT: federated_pb2.FIT,
             TaskKind.EVALUATE: federated_pb2.EVALUATE,
@@ -522,5 +519,5 @@ class AggregatorServicer(federated_pb2_grpc.AggregatorServicer):
             self.aggregator.submit_evaluation(party, payload)
         except (AggregationRefusedError, MalformedInputError) as exc:
             self.aggregator.audit.write("refused", party_id=party, reason=str(exc))
-            _abort_for(context, exc)
+            abort_refused(context, exc)
         return federated_pb2.SubmitReply(accepted=True)

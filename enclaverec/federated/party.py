@@ -96,27 +96,35 @@ class FederatedParty:
 
     # --- RPCs, with retries while the aggregator is away --------------------------------
 
-    def _call(self, what: str, fn: Callable[[grpc.Channel], T]) -> T:
-        """``fn(channel)`` on the session, retried while the aggregator is unreachable (a
-        restart) for up to ``reconnect_seconds``; a refusal is final."""
+    def _retrying(self, what: str, action: Callable[[], T]) -> T:
+        """``action()``, retried with backoff while the aggregator is unreachable (not up
+        yet, or restarting) for up to ``reconnect_seconds``. A refusal is final: a gRPC
+        FAILED_PRECONDITION / INVALID_ARGUMENT becomes ``AggregationRefusedError``, and
+        verification errors pass through."""
         give_up = time.monotonic() + self.options.reconnect_seconds
         pause = 0.2
         while True:
             try:
-                return self.session.call(fn)
+                return action()
             except grpc.RpcError as exc:
                 code = exc.code() if callable(getattr(exc, "code", None)) else None
                 if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT):
                     raise AggregationRefusedError(f"{what}: {exc.details()}") from exc
-                if time.monotonic() > give_up:
-                    raise TransportError(
-                        f"{what}: the aggregator is unreachable ({code.name if code else exc})"
-                    ) from exc
-                log.info(
-                    "%s: aggregator unavailable (%s); retrying", what, code.name if code else exc
-                )
-                time.sleep(pause)
-                pause = min(pause * 2, 5.0)
+                reason: object = code.name if code else exc
+                failure: Exception = exc
+            except TransportError as exc:  # e.g. the certificate fetch was refused
+                reason, failure = exc, exc
+            if time.monotonic() > give_up:
+                raise TransportError(
+                    f"{what}: the aggregator is unreachable ({reason})"
+                ) from failure
+            log.info("%s: aggregator unavailable (%s); retrying", what, reason)
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
+
+    def _call(self, what: str, fn: Callable[[grpc.Channel], T]) -> T:
+        """``fn(channel)`` on the session, retried while the aggregator is away."""
+        return self._retrying(what, lambda: self.session.call(fn))
 
     # --- the protocol --------------------------------------------------------------------
 
@@ -144,24 +152,9 @@ class FederatedParty:
             )
         return plan, layout
 
-    def _open(self) -> None:
-        """Open the session (verify, pin, enroll), waiting for an aggregator that is not
-        up yet; a refusal (verification, enrollment) is final, not retried."""
-        give_up = time.monotonic() + self.options.reconnect_seconds
-        pause = 0.2
-        while True:
-            try:
-                self.session.open()
-                return
-            except TransportError as exc:
-                if time.monotonic() > give_up:
-                    raise
-                log.info("waiting for the aggregator: %s", exc)
-                time.sleep(pause)
-                pause = min(pause * 2, 5.0)
-
     def run(self) -> PartyResult:
-        self._open()
+        # Verify and pin the aggregator, then enroll; wait for one that is not up yet.
+        self._retrying("connect", self.session.open)
         plan, layout = self.fetch_plan()
         # The model travels through the parameter service on the same channel; retries
         # while the aggregator is away, like every other call.

@@ -116,7 +116,9 @@ Identify = Callable[[grpc.ServicerContext], str]
 """Who the caller is; must abort the call (UNAUTHENTICATED) for an unknown caller."""
 
 
-def _abort(context: grpc.ServicerContext, exc: Exception) -> None:
+def abort_refused(context: grpc.ServicerContext, exc: Exception) -> None:
+    """End an RPC whose request was refused: INVALID_ARGUMENT for what could not be read,
+    FAILED_PRECONDITION for what was read and refused (callers branch on the two)."""
     code = (
         grpc.StatusCode.INVALID_ARGUMENT
         if isinstance(exc, MalformedInputError)
@@ -182,7 +184,7 @@ class ParameterServicer(paramservice_pb2_grpc.ParameterServiceServicer):
             log.warning("%s", exc)
             if self.on_refused is not None:
                 self.on_refused(caller, step, exc)
-            _abort(context, exc)
+            abort_refused(context, exc)
         return paramservice_pb2.PushReply(accepted=True)
 
 
