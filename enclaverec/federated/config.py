@@ -308,8 +308,12 @@ class FederationConfig:
                 f"{self.source}: min_parties {self.plan.selection.min_parties} exceeds the "
                 f"{len(self.membership)} members"
             )
-        if self.parties_attest and self.tee is not TEEKind.NONE and self.party_policy is None:
-            raise ConfigError(f"{self.source}: parties_attest = true needs a [party_policy] table")
+        if self.parties_attest and self.tee is not TEEKind.NONE:
+            if self.party_policy is None or not self.party_policy.identity_checked:
+                raise ConfigError(
+                    f"{self.source}: parties_attest = true needs a [party_policy] that pins the "
+                    "parties' enclaves (mrsigner or mrenclave); without it any enclave passes"
+                )
         if self.tee is TEEKind.SIMULATED and self.simulation_dir is None:
             raise ConfigError(f"{self.source}: a simulated TEE needs [federation] simulation")
 

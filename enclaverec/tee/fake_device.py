@@ -24,6 +24,7 @@ from types import TracebackType
 
 from enclaverec.crypto.aead import hkdf_sha256
 from enclaverec.errors import UsageError
+from enclaverec.files import write_new
 from enclaverec.tee.backend import REPORT_DATA_SIZE
 from enclaverec.tee.gramine import (
     ATTESTATION_TYPE_FILE,
@@ -75,8 +76,8 @@ class SimulatedAttestationDevice:
             length=GRAMINE_SEALING_KEY_SIZE,
         )
         key_path = self.folder / MRENCLAVE_KEY_FILE
-        key_path.write_bytes(key)
-        key_path.chmod(0o600)
+        key_path.unlink(missing_ok=True)
+        write_new(key_path, key, 0o600)  # never readable by others, not even briefly
         os.mkfifo(self.folder / USER_REPORT_DATA_FILE, 0o600)
         os.mkfifo(self.folder / QUOTE_FILE, 0o600)
         self._thread = threading.Thread(

@@ -13,7 +13,9 @@ prints or writes it unsealed. One process at a time may use a state directory.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,21 +82,32 @@ def load_or_create_sealed_key(backend: EvidenceBackend, state_dir: Path, name: s
     path = sealed_key_path(state_dir, name)
     purpose = f"p256-key/{name}"
     sealing_key = backend.sealing_key(SEALING_LABEL)
-    if path.exists():
+    if not path.exists():
+        _ensure_state_dir(state_dir)
+        key = generate_p256_key()
+        # Sealed into a temporary file, then linked into place: link() fails if the name
+        # exists, so of two processes starting at once exactly one key wins, and the
+        # other process uses that one instead of silently replacing it.
+        staging = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        seal_file(staging, sealing_key, purpose, private_key_to_pem(key))
         try:
-            pem = unseal_file(path, sealing_key, purpose)
-        except IntegrityError as exc:
-            raise IntegrityError(
-                f"cannot unseal {path}: it was sealed by another enclave build or platform, "
-                "or modified; move it away to start with a new key"
-            ) from exc
-        key = private_key_from_pem(pem, source=f"sealed key {name}")
-        sealed = SealedKey(name=name, private_key=key, path=path, created=False)
-        log.info("unsealed the %s key %s from %s", name, sealed.fingerprint, path)
-        return sealed
-    _ensure_state_dir(state_dir)
-    key = generate_p256_key()
-    seal_file(path, sealing_key, purpose, private_key_to_pem(key))
-    sealed = SealedKey(name=name, private_key=key, path=path, created=True)
-    log.info("made a new %s key %s, sealed in %s", name, sealed.fingerprint, path)
+            os.link(staging, path)
+        except FileExistsError:
+            pass
+        else:
+            sealed = SealedKey(name=name, private_key=key, path=path, created=True)
+            log.info("made a new %s key %s, sealed in %s", name, sealed.fingerprint, path)
+            return sealed
+        finally:
+            staging.unlink(missing_ok=True)
+    try:
+        pem = unseal_file(path, sealing_key, purpose)
+    except IntegrityError as exc:
+        raise IntegrityError(
+            f"cannot unseal {path}: it was sealed by another enclave build or platform, "
+            "or modified; move it away to start with a new key"
+        ) from exc
+    key = private_key_from_pem(pem, source=f"sealed key {name}")
+    sealed = SealedKey(name=name, private_key=key, path=path, created=False)
+    log.info("unsealed the %s key %s from %s", name, sealed.fingerprint, path)
     return sealed

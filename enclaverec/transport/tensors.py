@@ -7,6 +7,7 @@ Messages above gRPC's per-message limit (4 MiB by default) travel as ``Chunk`` f
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TypeVar
 
@@ -33,7 +34,8 @@ def _decode_array(data: bytes, dtype: str, shape: tuple[int, ...], what: str) ->
         raise MalformedInputError(f"{what}: dtype {dtype!r} not allowed")
     if any(d < 0 for d in shape):
         raise MalformedInputError(f"{what}: negative dimension in {list(shape)}")
-    expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    # Python integers: numpy's product would wrap around for a forged huge shape.
+    expected = math.prod(int(d) for d in shape) * np.dtype(dtype).itemsize
     if len(data) != expected:
         raise MalformedInputError(
             f"{what}: {len(data)} bytes, expected {expected} for {dtype}{list(shape)}"

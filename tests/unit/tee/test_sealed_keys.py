@@ -64,3 +64,27 @@ def test_a_modified_file_is_refused(tmp_path, sim_backend):
 def test_refuses_bad_names(tmp_path, sim_backend, name):
     with pytest.raises(UsageError):
         load_or_create_sealed_key(sim_backend, tmp_path, name)
+
+
+def test_two_processes_starting_at_once_end_with_one_key(tmp_path, sim_backend):
+    import threading
+
+    results = []
+    barrier = threading.Barrier(8)
+
+    def start() -> None:
+        barrier.wait()
+        results.append(load_or_create_sealed_key(sim_backend, tmp_path / "state", "tls"))
+
+    threads = [threading.Thread(target=start) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    fingerprints = {fingerprint(r.private_key.public_key()) for r in results}
+    # Every starter holds the key that is on disk: none was silently replaced.
+    assert len(fingerprints) == 1
+    again = load_or_create_sealed_key(sim_backend, tmp_path / "state", "tls")
+    assert fingerprint(again.private_key.public_key()) in fingerprints
+    assert sum(r.created for r in results) == 1
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == ["tls.sealed"]

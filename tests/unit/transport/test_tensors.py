@@ -124,3 +124,9 @@ def test_regenerating_the_protobuf_code_changes_nothing(tmp_path):
         assert filecmp.cmp(copy / name, proto_dir / name, shallow=False), (
             f"{name} is stale: run scripts/gen_protos"
         )
+
+
+def test_refuses_a_forged_huge_shape_without_overflow():
+    message = tensors_pb2.Tensor(name="a", dtype="float32", shape=[2**62, 4], data=b"")
+    with pytest.raises(MalformedInputError, match="0 bytes, expected"):
+        tensors.decode_tensor(message)
