@@ -31,6 +31,7 @@ import ast
 import hashlib
 import json
 import os
+import posixpath
 import re
 import subprocess
 import sys
@@ -644,17 +645,53 @@ def manifest_problems(document: Mapping[str, Any]) -> list[str]:
         problems.append("sgx.profile.enable: profiling")
     trusted = [_uri_path(entry) for entry in sgx.get("trusted_files", [])]
     trusted_paths = [path for path in trusted if path]
+    # Directories the enclave loads code from (modules, .pth files, shared libraries): an
+    # allowed entry inside one would let the host add code. A data file's directory (the
+    # measured configuration's) is not one.
+    trusted_dirs = {
+        posixpath.dirname(path)
+        for path in trusted_paths
+        if path.endswith((".py", ".pyc", ".pth", ".so")) or ".so." in posixpath.basename(path)
+    }
+    # Allowed (unchecked) files are an allow-list: the sealed-state and data directories,
+    # whose contents are our own authenticated ciphertext, and /etc/hosts. Anything else
+    # could let the host add code (a package on sys.path, a .pth file, a library).
+    fs = document.get("fs", {})
+    mounts = fs.get("mounts", []) if isinstance(fs, dict) else []
+    permitted = {
+        (_uri_path(mount) or "").rstrip("/")
+        for mount in mounts
+        if isinstance(mount, dict) and mount.get("path") in (ENCLAVE_SEALED_DIR, ENCLAVE_DATA_DIR)
+    } - {""}
     for entry in sgx.get("allowed_files", []):
         allowed = _uri_path(entry)
         if allowed is None:
             problems.append(f"sgx.allowed_files: not a file: URI: {entry!r}")
             continue
-        prefix = allowed if allowed.endswith("/") else allowed + "/"
+        if allowed == ENCLAVE_HOSTS_FILE:
+            continue
+        normalised = allowed.rstrip("/")
+        prefix = normalised + "/"
         covered = [p for p in trusted_paths if p == allowed or p.startswith(prefix)]
         if covered:
             problems.append(
                 f"sgx.allowed_files: {allowed} also covers trusted file {covered[0]} "
                 "(allowed files are not integrity-checked)"
+            )
+            continue
+        overlapping = sorted(
+            d for d in trusted_dirs if d == normalised or normalised.startswith(d + "/")
+        )
+        if overlapping:
+            problems.append(
+                f"sgx.allowed_files: {allowed} lies in {overlapping[0]}, a directory of trusted "
+                "files: the host could add files the enclave would load"
+            )
+            continue
+        if normalised not in permitted:
+            problems.append(
+                f"sgx.allowed_files: {allowed} is neither the sealed-state nor the data "
+                f"directory nor {ENCLAVE_HOSTS_FILE}"
             )
     return problems
 

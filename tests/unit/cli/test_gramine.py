@@ -35,7 +35,12 @@ SAFE_MANIFEST = {
         "argv": list(ENTRY_POINTS["aggregator"]),
         "env": {"LC_ALL": "C"},
     },
-    "fs": {"mounts": [{"path": "/opt/venv", "uri": "file:/opt/venv"}]},
+    "fs": {
+        "mounts": [
+            {"path": "/opt/venv", "uri": "file:/opt/venv"},
+            {"path": "/enclaverec/sealed", "uri": "file:/srv/sealed"},
+        ]
+    },
     "sgx": {
         "debug": False,
         "enclave_size": "2G",
@@ -151,6 +156,14 @@ def test_check_accepts_a_safe_manifest(run_cli, tmp_path):
         ("loader", "env", {"LD_PRELOAD": {"passthrough": True}}, "passed through"),
         ("sgx", "debug", True, "debug enclave"),
         ("sgx", "file_check_policy", "allow_all_but_log", "must be 'strict'"),
+        # The host could add a package, a .pth file run at start-up, or a library.
+        (
+            "sgx",
+            "allowed_files",
+            ["file:/opt/venv/lib/python3.11/site-packages/evil/"],
+            "neither the sealed-state nor the data directory",
+        ),
+        ("sgx", "allowed_files", ["file:/opt/venv/bin/"], "also covers trusted file"),
     ],
 )
 def test_check_refuses_an_unsafe_manifest_with_exit_3(
