@@ -1,15 +1,17 @@
-"""Writing files safely: never half-written, never silently replaced, never readable by
-others before their mode is set. Shared by sealing, keys, encrypted data sets and the
-simulation deployment."""
+"""Files, safely: writes never half-done, never silently replacing, never readable by others
+before their mode is set (shared by sealing, keys, encrypted data sets and the simulation
+deployment); configuration files read with one clear error for every way they can fail."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
+import tomllib
 from pathlib import Path
+from typing import Any
 
-from enclaverec.errors import StorageError, UsageError
+from enclaverec.errors import ConfigError, StorageError, UsageError
 
 
 def fsync_directory(directory: Path) -> None:
@@ -61,3 +63,20 @@ def write_atomically(path: Path, data: bytes, *, mode: int = 0o600) -> None:
         if isinstance(exc, OSError):
             raise StorageError(f"cannot write {path}: {exc.strerror}") from exc
         raise
+
+
+def read_toml(path: Path) -> tuple[dict[str, Any], bytes]:
+    """A TOML file, parsed, and its exact bytes (for a measured configuration the bytes
+    are what is measured). Missing or unreadable: ``UsageError``; not UTF-8 TOML:
+    ``ConfigError``; both exit 2."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise UsageError(f"configuration file not found: {path}") from exc
+    except OSError as exc:  # a directory, no permission, ...
+        raise UsageError(f"cannot read the configuration file {path}: {exc.strerror}") from exc
+    try:
+        return tomllib.loads(raw.decode("utf-8")), raw
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc

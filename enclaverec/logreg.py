@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from enclaverec.data.schema import Examples, FeatureSpec
+from enclaverec.errors import TrainingError
 from enclaverec.trainer import Arrays, FitConfig, FitMetrics, StepCallback
 
 EMBEDDING_PREFIX = "embedding/"
@@ -62,6 +63,8 @@ class LogisticRegressionTrainer:
         *,
         on_steps: StepCallback | None = None,
     ) -> tuple[Arrays, FitMetrics]:
+        if len(self.train) == 0:
+            raise TrainingError("no training rows: nothing to fit")
         started = time.perf_counter()
         weights = {name: np.array(value, np.float32, copy=True) for name, value in arrays.items()}
         start = (

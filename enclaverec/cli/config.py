@@ -8,24 +8,18 @@ measured configuration is the file alone (DESIGN.md §2).
 from __future__ import annotations
 
 import argparse
-import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from enclaverec.errors import ConfigError, UsageError
+from enclaverec.errors import ConfigError
+from enclaverec.files import read_toml
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML file; a missing or unparsable file is a configuration error."""
-    path = Path(path)
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError as exc:
-        raise UsageError(f"configuration file not found: {path}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    """Read a TOML file; a missing, unreadable or unparsable file is a usage or
+    configuration error (exit 2)."""
+    return read_toml(Path(path))[0]
 
 
 def merge_options(

@@ -86,6 +86,9 @@ def seed_key(purpose: bytes, seed: int) -> int:
 _CATEGORY_PURPOSE = b"enclrec-cat-v1"
 
 
+MAX_TABLE_SIZE = 2**31 - 1
+
+
 @dataclass(frozen=True)
 class CategoryHashing:
     """How a categorical value becomes an embedding row: part of a federation's measured
@@ -121,6 +124,9 @@ class CategoryHashing:
                 raise ConfigError(
                     f"table sizes must be integers >= 2 (row 0 is reserved), got {size!r}"
                 )
+            if size > MAX_TABLE_SIZE:
+                # Row ids are int32 (the model's embedding lookups take them as such).
+                raise ConfigError(f"table sizes must be at most {MAX_TABLE_SIZE}, got {size}")
 
     @classmethod
     def uniform(

@@ -114,8 +114,9 @@ def _staging(directory: Path) -> Iterator[Path]:
     directory = Path(directory)
     if directory.exists():
         raise UsageError(f"output folder already exists: {directory}")
-    if not directory.parent.is_dir():
-        raise UsageError(f"the parent of the output folder does not exist: {directory.parent}")
+    if directory.parent.exists() and not directory.parent.is_dir():
+        raise UsageError(f"the parent of the output folder is not a folder: {directory.parent}")
+    directory.parent.mkdir(parents=True, exist_ok=True)
     # mkdtemp makes the folder mode 0700: plaintext data is not readable by others.
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:

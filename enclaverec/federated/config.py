@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import enum
 import math
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +26,10 @@ import numpy as np
 
 from enclaverec.arrays import Arrays, ModelLayout
 from enclaverec.data.schema import FeatureSpec
-from enclaverec.errors import ConfigError, UsageError
+from enclaverec.errors import ConfigError
 from enclaverec.federated.rounds import SelectionConfig
 from enclaverec.federated.strategies import LocalTraining, StrategyConfig
+from enclaverec.files import read_toml
 from enclaverec.paramservice.combine import RowNormalisation
 from enclaverec.report import TEEKind
 from enclaverec.tee.policy import PolicySpec
@@ -99,14 +99,7 @@ def _get(
 
 def load_toml_file(path: Path) -> tuple[dict[str, Any], bytes]:
     """The parsed file and its exact bytes (the bytes are what is measured)."""
-    try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError as exc:
-        raise UsageError(f"configuration file not found: {path}") from exc
-    try:
-        return tomllib.loads(raw.decode("utf-8")), raw
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    return read_toml(path)
 
 
 # --- the plan ---------------------------------------------------------------------------

@@ -61,7 +61,10 @@ def verifier_context(
             raise ConfigError("a simulated TEE needs its simulation deployment folder")
         return VerifierContext.for_simulation(simulation_dir, policy.build())
     if not pccs_url:
-        raise ConfigError("verifying real SGX evidence needs a PCCS: give --pccs URL")
+        raise ConfigError(
+            "verifying real SGX evidence needs a PCCS: `federated init --pccs URL` writes it "
+            "into the measured configuration (pccs_url)"
+        )
     return VerifierContext.for_production(pccs_url, policy.build())
 
 
@@ -70,7 +73,6 @@ def make_aggregator(
     *,
     state_dir: Path,
     listen: ListenConfig,
-    pccs_url: str | None = None,
     attestation_dir: Path | None = None,
 ) -> FederatedAggregator:
     config = FederationConfig.load(config_path)
@@ -80,7 +82,7 @@ def make_aggregator(
     party_verification = None
     if config.parties_attest and config.tee is not TEEKind.NONE:
         party_verification = verifier_context(
-            config.tee, config.party_policy, config.simulation_dir, pccs_url or config.pccs_url
+            config.tee, config.party_policy, config.simulation_dir, config.pccs_url
         )
     return FederatedAggregator(
         config,
@@ -128,7 +130,6 @@ class PartySetup:
 def make_party_session(
     config_path: Path,
     *,
-    pccs_url: str | None = None,
     attestation_dir: Path | None = None,
     aggregator_port: int | None = None,
     aggregator_enrollment_port: int | None = None,
@@ -153,7 +154,7 @@ def make_party_session(
     session = ClientSession(
         endpoints,
         verifier_context(
-            config.tee, config.aggregator_policy, config.simulation_dir, pccs_url or config.pccs_url
+            config.tee, config.aggregator_policy, config.simulation_dir, config.pccs_url
         ),
         EnrollmentCredentials(config.party_id, membership_key=identity, backend=backend),
     )

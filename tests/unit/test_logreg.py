@@ -68,3 +68,15 @@ def test_same_seed_same_result_and_round_changes_order():
     c, _ = trainer.fit(start, FitConfig(batch_size=32, learning_rate=0.1, round_index=2))
     assert all(np.array_equal(a[n], b[n]) for n in a)
     assert not all(np.array_equal(a[n], c[n]) for n in a)
+
+
+def test_refuses_to_fit_without_rows():
+    import pytest
+
+    from enclaverec.errors import TrainingError
+
+    spec, rows = planted(10, 4)
+    empty = rows.take(np.array([], dtype=np.int64))
+    trainer = LogisticRegressionTrainer(spec, empty)
+    with pytest.raises(TrainingError, match="no training rows"):
+        trainer.fit(trainer.initial_arrays(), FitConfig(batch_size=8, learning_rate=0.1, max_steps=3))

@@ -39,6 +39,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     metadata = read_metadata(model_dir)
     selection = data_selection(args.dataset, args.data)
     seed = metadata.seed if args.seed is None else parse_integer("seed", args.seed, minimum=0)
+    if seed != metadata.seed:
+        # Another seed splits the rows differently: the "test" rows would include rows the
+        # model was trained on, and the AUC would be inflated.
+        raise ConfigError(
+            f"the model was trained with seed {metadata.seed}; its test split is that seed's "
+            f"(got --seed {seed})"
+        )
     table_size = (
         metadata.table_size
         if args.table_size is None

@@ -16,7 +16,7 @@ from typing import Any
 from enclaverec.cli.options import parse_integer, parse_path, parse_positive_float
 from enclaverec.cli.output import stderr_console, stdout_console
 from enclaverec.cli.registry import add_command
-from enclaverec.errors import ConfigError, UsageError
+from enclaverec.errors import ConfigError, TrainingError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +239,10 @@ def _init(args: argparse.Namespace) -> int:
     seed = parse_integer("seed", args.seed, minimum=0)
     tee = TEEKind(args.tee)
     output = parse_path("output", args.output)
+    from enclaverec.transport.endpoints import is_loopback
+
+    if tee is TEEKind.NONE and not is_loopback(args.host):
+        raise UsageError(f"--tee none is a measurement baseline on loopback only, not {args.host}")
     dataset, shares = _load_parties(args, parties, seed)
     plan = _plan(args, dataset, parties, seed)
     files = init_federation(
@@ -299,9 +303,7 @@ def _aggregator(args: argparse.Namespace) -> int:
         if args.enrollment_port
         else config.enrollment_port,
     )
-    aggregator = make_aggregator(
-        config_path, state_dir=state_dir, listen=listen, pccs_url=args.pccs
-    )
+    aggregator = make_aggregator(config_path, state_dir=state_dir, listen=listen)
     summary = aggregator.run()
     stdout_console().print(
         f"federation finished: {summary['rounds_completed']} round(s), best round "
@@ -316,7 +318,7 @@ def _party(args: argparse.Namespace) -> int:
     from enclaverec.federated.roles import default_trainer_factory, make_party_session, run_party
 
     threads = parse_integer("threads", args.threads, minimum=1) if args.threads else None
-    setup = make_party_session(parse_path("config", args.config), pccs_url=args.pccs)
+    setup = make_party_session(parse_path("config", args.config))
     export_dir = parse_path("export", args.export) if args.export else setup.config.export
 
     def export(result: PartyResult) -> None:
@@ -437,7 +439,7 @@ def simulate_federation(
     )
     summary = result.summary
     if not summary["history"] or summary["best_test"] is None:
-        raise UsageError("the federation completed no round")
+        raise TrainingError("the federation completed no round")
     history = [
         EvalRecord("round", h["round"], h["val_auc"], h["val_logloss"], h["wall_seconds"])
         for h in summary["history"]
@@ -595,7 +597,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     aggregator.add_argument(
         "--state-dir", metavar="DIR", help="sealed state (default: beside the file)"
     )
-    aggregator.add_argument("--pccs", metavar="URL", help="PCCS for real SGX collateral (gramine)")
 
     party = add_command(sub, "party", help="run one party", handler=_party)
     party.add_argument("--config", required=True, metavar="FILE", help="party.toml")
@@ -607,7 +608,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     party.add_argument(
         "--threads", metavar="N", help="TensorFlow intra-op threads (default: all cores)"
     )
-    party.add_argument("--pccs", metavar="URL", help="PCCS for real SGX collateral (gramine)")
 
     simulate = add_command(
         sub,

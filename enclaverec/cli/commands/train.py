@@ -73,6 +73,13 @@ def read_config_section(path: Path | None, section: str) -> dict[str, Any]:
             f"{path}: put the options under a [{section}] table (found top-level "
             f"{', '.join(sorted(stray))})"
         )
+    others = sorted(key for key in document if key != section)
+    if others:
+        # A misspelled table ([trian]) must not be silently ignored.
+        raise ConfigError(
+            f"{path}: unknown table(s) {', '.join(f'[{k}]' for k in others)}; "
+            f"the options go under [{section}]"
+        )
     table = document.get(section, {})
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [{section}] must be a table")

@@ -56,3 +56,12 @@ def test_data_with_other_features_is_refused(run_cli, model_dir):
     code, _, err = run_cli("evaluate", "--model", model_dir, "--dataset", "synthetic")
     assert code == 2
     assert "the model was trained on other features than synthetic has" in one_line(err)
+
+
+def test_a_seed_other_than_the_model_s_is_refused(run_cli, model_dir):
+    # Another seed's test split contains rows the model was trained on.
+    code, _, err = run_cli(
+        "evaluate", "--model", model_dir, "--dataset", "synthetic", "--seed", "4"
+    )
+    assert code == 2
+    assert "trained with seed 3" in one_line(err)

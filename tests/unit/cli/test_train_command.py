@@ -156,3 +156,20 @@ def test_table_size_is_refused_for_a_builtin_data_set(run_cli):
     code, _, err = run_cli("train", "--dataset", "synthetic", "--table-size", "1000")
     assert code == 2
     assert "--table-size applies to --data" in error_line(err)
+
+
+def test_a_misspelled_config_table_is_refused(run_cli, tmp_path):
+    config = tmp_path / "train.toml"
+    config.write_text("[trian]\nepochs = 0\n")
+    code, _, err = run_cli("train", "--dataset", "movielens-100k", "--config", config)
+    assert code == 2
+    assert "unknown table(s) [trian]" in err
+
+
+def test_an_unreadable_config_is_a_usage_error(run_cli, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b"\xff\xfe")
+    code, _, err = run_cli("train", "--dataset", "movielens-100k", "--config", bad)
+    assert code == 2 and "invalid TOML" in err
+    code, _, err = run_cli("train", "--dataset", "movielens-100k", "--config", tmp_path)
+    assert code == 2 and "cannot read the configuration file" in err

@@ -155,3 +155,11 @@ def test_from_dict_refuses_a_missing_key():
     del data["salt"]
     with pytest.raises(ConfigError, match="salt"):
         CategoryHashing.from_dict(data)
+
+
+def test_table_sizes_above_int32_are_refused():
+    from enclaverec.data.hashing import MAX_TABLE_SIZE, CategoryHashing
+
+    with pytest.raises(ConfigError, match="at most"):
+        CategoryHashing(table_sizes=(MAX_TABLE_SIZE + 1,))
+    CategoryHashing(table_sizes=(MAX_TABLE_SIZE,))

@@ -85,9 +85,16 @@ def test_an_existing_folder_is_refused(folder):
         save_prepared(make_dataset(), folder)
 
 
-def test_a_missing_parent_is_refused(tmp_path):
-    with pytest.raises(UsageError, match="parent"):
-        save_prepared(make_dataset(), tmp_path / "no" / "prep")
+def test_missing_parents_are_made(tmp_path):
+    # `data prepare --output prepared/ml` works in a fresh folder, as the README shows.
+    save_prepared(make_dataset(), tmp_path / "no" / "prep")
+    assert (tmp_path / "no" / "prep").is_dir()
+
+
+def test_a_parent_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UsageError, match="not a folder"):
+        save_prepared(make_dataset(), tmp_path / "file" / "prep")
 
 
 def test_a_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
