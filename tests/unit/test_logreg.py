@@ -79,4 +79,6 @@ def test_refuses_to_fit_without_rows():
     empty = rows.take(np.array([], dtype=np.int64))
     trainer = LogisticRegressionTrainer(spec, empty)
     with pytest.raises(TrainingError, match="no training rows"):
-        trainer.fit(trainer.initial_arrays(), FitConfig(batch_size=8, learning_rate=0.1, max_steps=3))
+        trainer.fit(
+            trainer.initial_arrays(), FitConfig(batch_size=8, learning_rate=0.1, max_steps=3)
+        )

@@ -289,13 +289,22 @@ def test_a_malformed_request_is_invalid_argument(start_server, raw, member_key, 
     assert client.refusal(request) == (grpc.StatusCode.INVALID_ARGUMENT, "malformed")
 
 
-def test_the_client_maps_invalid_argument_to_malformed_input(start_server, raw, member_key):
+def test_the_client_maps_invalid_argument_to_malformed_input(
+    start_server, raw, member_key, party_backend
+):
+    from enclaverec.transport.enrollment import _refusal
+
     server, _ = start_server()
     client = raw(server)
-    credentials = EnrollmentCredentials("p0", membership_key=member_key)
-    with pytest.raises(MalformedInputError):
-        # A digest of the wrong size cannot even form a statement on the server.
-        enroll(client.channel.channel, b"\x00" * 31, credentials)
+    request = client.request(member_key=member_key, backend=party_backend)
+    # A server-certificate digest of the wrong size: the server cannot even form the
+    # statement the proofs are over. Sent raw, so it reaches the server.
+    request.server_certificate_sha256 = request.server_certificate_sha256[:31]
+    with pytest.raises(grpc.RpcError) as caught:
+        client.stub.Enroll(request, timeout=5)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # What the client makes of that reply.
+    assert isinstance(_refusal(caught.value), MalformedInputError)
 
 
 # --- refused at the application port -----------------------------------------------------------
