@@ -14,10 +14,10 @@ from collections.abc import Mapping
 import numpy as np
 
 from enclaverec.data.schema import Examples, FeatureSpec
+from enclaverec.dlrm.weights import EMBEDDING_PREFIX
 from enclaverec.errors import TrainingError
 from enclaverec.trainer import Arrays, FitConfig, FitMetrics, StepCallback
 
-EMBEDDING_PREFIX = "embedding/"
 _EPSILON = 1e-7
 
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 import enum
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from enclaverec.errors import MetricsReportError, UsageError
 from enclaverec.evaluation import BinaryMetrics
+from enclaverec.files import write_atomically
 from enclaverec.trainer import EvalRecord
 
 METRICS_FILE = "metrics.json"
@@ -201,16 +200,9 @@ def write_json(path: Path, document: Any) -> Path:
         raise MetricsReportError(f"cannot serialise {path.name}: {exc}") from exc
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc}") from exc
+    write_atomically(path, text.encode("utf-8"), mode=0o644)
     return path
 
 

@@ -18,12 +18,10 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from enclaverec.arrays import Arrays
 from enclaverec.data.schema import Examples
 from enclaverec.errors import ConfigError, TrainingError
 from enclaverec.evaluation import BinaryMetrics, evaluate_split
-
-Arrays = dict[str, np.ndarray]
-"""A model's weights: stable names to numpy arrays, in the model's order."""
 
 StepCallback = Callable[[int, int, float], None]
 """Called during ``fit`` as (steps done, steps in this fit, mean training loss so far)."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -156,11 +155,13 @@ def _encrypt(args: argparse.Namespace) -> int:
 def _plain_total(paths: list[Path]) -> int | None:
     """Bytes of plaintext to encrypt, for the progress bar: known only when no input is
     gzip (recognised, as the encryption does, by its magic bytes)."""
+    from enclaverec.data.criteo import starts_gzip
+
     total = 0
     for path in paths:
         try:
             with path.open("rb") as handle:
-                if handle.read(2) == b"\x1f\x8b":
+                if starts_gzip(handle):
                     return None
             total += path.stat().st_size
         except OSError:
@@ -179,16 +180,10 @@ def _decrypt(args: argparse.Namespace) -> int:
     data_key = encrypted.unwrap_data_key(header, private_key)
 
     if args.output == "-":
+        # A reader of the pipe that stops early (`| head`) ends the command with exit 1,
+        # quietly: cli/main.py handles BrokenPipeError for every command.
         with encrypted.EncryptedDataReader(args.file, data_key) as reader:
-            try:
-                summary = reader.write_plaintext(sys.stdout.buffer)
-            except BrokenPipeError:
-                # The reader of the pipe stopped early (e.g. `| head`): not an error of
-                # ours. Point stdout at /dev/null so that the exit flush does not fail
-                # again, and exit 1 as Python does on EPIPE (Python docs, "Note on SIGPIPE").
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, sys.stdout.fileno())
-                return 1
+            summary = reader.write_plaintext(sys.stdout.buffer)
         _print_summary(summary, stderr=True)
     elif args.output is not None:
         summary = encrypted.decrypt_to_file(args.file, data_key, Path(args.output))

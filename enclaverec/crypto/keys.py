@@ -18,15 +18,13 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+# Identity keys are P-256 keys; one generator for every key of the project.
+from enclaverec.crypto.signing import generate_p256_key as generate_private_key  # noqa: F401
 from enclaverec.errors import IntegrityError, MalformedInputError, UsageError
 from enclaverec.files import write_new
 
 MIN_PASSPHRASE_LENGTH = 8
 PUBLIC_SUFFIX = ".pub"
-
-
-def generate_private_key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
 
 
 def public_key_der(public_key: ec.EllipticCurvePublicKey) -> bytes:

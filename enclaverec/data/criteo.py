@@ -74,7 +74,7 @@ _HEX_VALUE = np.full(256, _INVALID_NIBBLE, dtype=np.uint8)
 for _offset, _base in ((0, ord("0")), (10, ord("a")), (10, ord("A"))):
     for _i in range(10 if _offset == 0 else 6):
         _HEX_VALUE[_base + _i] = _offset + _i
-_GZIP_MAGIC = b"\x1f\x8b"
+GZIP_MAGIC = b"\x1f\x8b"  # RFC 1952 §2.3.1
 # Bytes per gather window: the longest field decoded (an integer: minus and 18 digits).
 _WINDOW = MAX_INTEGER_DIGITS + 1
 
@@ -353,6 +353,14 @@ def _report_bad_lines(
 # --- files ---------------------------------------------------------------------------
 
 
+def starts_gzip(handle: BinaryIO) -> bool:
+    """Whether a seekable binary file is gzip, by its magic bytes (not its name); the
+    position is back at the start afterwards."""
+    magic = handle.read(len(GZIP_MAGIC))
+    handle.seek(0)
+    return magic == GZIP_MAGIC
+
+
 def _open(path: Path) -> tuple[BinaryIO, BinaryIO]:
     """(raw file, stream to read): gzip is recognised by its magic bytes, not the name."""
     try:
@@ -363,10 +371,8 @@ def _open(path: Path) -> tuple[BinaryIO, BinaryIO]:
         raise UsageError(f"data path is a directory, not a file: {path}") from exc
     except OSError as exc:
         raise UsageError(f"cannot read data file {path}: {exc.strerror}") from exc
-    if raw.read(2) == _GZIP_MAGIC:
-        raw.seek(0)
+    if starts_gzip(raw):
         return raw, gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
-    raw.seek(0)
     return raw, raw
 
 

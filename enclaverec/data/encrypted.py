@@ -99,7 +99,6 @@ _OPAQUE_FAILURE = (
     "encrypted file failed authentication: wrong data key, or the file was modified, "
     "truncated, reordered or spliced"
 )
-_GZIP_MAGIC = b"\x1f\x8b"
 _READ_BLOCK = 1 << 20
 
 
@@ -436,10 +435,11 @@ def _open_plaintext(source: Path) -> IO[bytes]:
         raise UsageError(f"input file not found: {source}") from exc
     except OSError as exc:
         raise StorageError(f"cannot read {source}: {exc.strerror}") from exc
-    if handle.read(2) == _GZIP_MAGIC:
+    from enclaverec.data.criteo import starts_gzip
+
+    if starts_gzip(handle):  # type: ignore[arg-type]
         handle.close()
         return gzip.open(source, "rb")
-    handle.seek(0)
     return handle
 
 

@@ -17,14 +17,13 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from enclaverec.arrays import Arrays
 from enclaverec.data.schema import FeatureSpec
 from enclaverec.dlrm.config import DLRMConfig, InteractionKind
 from enclaverec.errors import ConfigError, WeightMappingError
 
 WEIGHT_DTYPE = np.dtype(np.float32)
 EMBEDDING_PREFIX = "embedding/"
-
-Arrays = dict[str, np.ndarray]
 
 
 def interaction_width(num_categorical: int, config: DLRMConfig) -> int:

@@ -51,7 +51,7 @@ from enclaverec.paramservice.service import (
     abort_refused,
 )
 from enclaverec.paramservice.store import ParameterStore
-from enclaverec.report import TEEKind
+from enclaverec.report import TEEKind, write_json
 from enclaverec.tee.attested_ca import EnrollmentConfig, EnrollmentRecord, PeerIdentity
 from enclaverec.tee.backend import EvidenceBackend
 from enclaverec.transport import tensors
@@ -302,7 +302,7 @@ class FederatedAggregator:
         finally:
             self.server.stop(grace=1.0)
         summary = self.summary()
-        _write_json(self.state_dir / SUMMARY_FILE, summary)
+        write_json(self.state_dir / SUMMARY_FILE, summary)
         return summary
 
     def _drive(self, on_round: Callable[[dict[str, Any]], None] | None) -> None:
@@ -469,10 +469,6 @@ class FederatedAggregator:
                 "update_encoding": self.plan.update_encoding.value,
                 "mrenclave": self.backend.measurement().hex() if self.backend else None,
             }
-
-
-def _write_json(path: Path, document: Any) -> None:
-    path.write_text(json.dumps(document, indent=2, sort_keys=True, default=str) + "\n")
 
 
 # --- the gRPC service ---------------------------------------------------------------------

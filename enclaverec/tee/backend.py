@@ -12,8 +12,8 @@ from typing import Literal, Protocol
 
 from enclaverec.errors import UsageError
 from enclaverec.tee.measurement import MeasuredInputs
+from enclaverec.tee.quote import REPORT_DATA_SIZE
 
-REPORT_DATA_SIZE = 64
 SEALING_KEY_SIZE = 32
 SEALING_INFO_PREFIX = b"enclaverec sealing key v1\x00"
 """HKDF ``info`` prefix of sealing keys; the label follows it."""
