@@ -518,3 +518,40 @@ def test_the_statement_is_canonical_and_checks_sizes():
     assert one != enrollment_statement("p1", bytes(32), SERVER, bytes(32))
     with pytest.raises(MalformedInputError):
         enrollment_statement("p0", bytes(16), SERVER, bytes(32))
+
+
+def test_refuses_evidence_above_the_size_limit_before_parsing_it(make_ca, member_key, sim_backend):
+    from dataclasses import replace
+
+    from enclaverec.tee.attested_ca import MAX_EVIDENCE_SIZE
+
+    ca = make_ca()
+    huge = replace(
+        request(ca, member_key=member_key, backend=sim_backend),
+        evidence_certificate_der=b"\x30" * (MAX_EVIDENCE_SIZE + 1),
+    )
+    with pytest.raises(MalformedInputError, match="exceeds"):
+        ca.enroll(huge)
+
+
+@pytest.mark.parametrize("size", [0, 4097])
+def test_refuses_an_empty_or_oversized_csr(size):
+    from enclaverec.tee.attested_ca import MAX_CSR_SIZE, parse_csr
+
+    assert MAX_CSR_SIZE == 4096
+    with pytest.raises(MalformedInputError, match="a CSR is 1 to 4096 bytes"):
+        parse_csr(b"\x30" * size)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"client_certificate_lifetime": dt.timedelta(0)}, "client_certificate_lifetime"),
+        ({"nonce_lifetime": dt.timedelta(seconds=-1)}, "nonce_lifetime"),
+        ({"max_outstanding_nonces": 0}, "max_outstanding_nonces"),
+        ({"max_outstanding_nonces": True}, "max_outstanding_nonces"),
+    ],
+)
+def test_refuses_a_configuration_that_disables_a_limit(member_key, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        config(member_key, **kwargs)

@@ -292,3 +292,49 @@ def test_quote_with_an_unparsable_pck_chain_is_malformed(
     )
     with pytest.raises(MalformedEvidenceError):
         sim_verifier.verify(broken, sim_collateral, sim_spec.build(), now=SIM_NOW)
+
+
+# --- the trust anchors themselves ---------------------------------------------------------
+
+
+def test_a_root_that_does_not_say_simulated_is_not_a_simulation_root():
+    import datetime as dt
+
+    from enclaverec.crypto.signing import generate_p256_key
+
+    key = generate_p256_key()
+    name = certs.make_name("Some Production Root CA", organization="Example")
+    start = dt.datetime.fromtimestamp(SIM_CREATED, dt.UTC)
+    root = certs.build_certificate(
+        subject=name,
+        public_key=key.public_key(),
+        issuer=name,
+        issuer_key=key,
+        not_before=start,
+        not_after=start + dt.timedelta(days=1),
+        is_ca=True,
+    )
+    with pytest.raises(UsageError, match="does not say SIMULATED"):
+        TrustRoot.simulation(root)
+
+
+def test_a_simulation_certificate_that_is_not_self_signed_is_not_a_root(sim_pki):
+    # The PCK CA says SIMULATED but is signed by the root: it cannot anchor anything.
+    with pytest.raises(UsageError, match="not self-signed"):
+        TrustRoot.simulation(sim_pki.pck_ca_certificate)
+
+
+def test_a_verifier_needs_one_root_and_at_most_one_production_root():
+    with pytest.raises(UsageError, match="at least one trust root"):
+        DCAPVerifier([])
+    with pytest.raises(UsageError, match="at most one production"):
+        DCAPVerifier([TrustRoot.intel(), TrustRoot.intel()])
+
+
+def test_a_chain_ending_in_no_trusted_root_is_refused_before_dcap_qvl(
+    sim_backend, sim_collateral, sim_spec, fresh_pki
+):
+    # Only another deployment's root, and not Intel's: no anchor to even try.
+    other = DCAPVerifier(TrustRoot.simulation(fresh_pki.root_certificate))
+    with pytest.raises(QuoteVerificationError, match="does not end in a trusted root"):
+        other.verify(sim_backend.quote(REPORT_DATA), sim_collateral, sim_spec.build(), now=SIM_NOW)

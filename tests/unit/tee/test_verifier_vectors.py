@@ -214,3 +214,10 @@ def test_collateral_age_is_measured_from_tcb_info_and_qe_identity(sgx):
     # The QE identity (2025-06-19T10:01:18Z) is older than the TCB info; the root CA's
     # CRL (March 2025) is not counted.
     assert collateral.issued_at == dt.datetime(2025, 6, 19, 10, 1, 18, tzinfo=dt.UTC)
+
+
+def test_mrsigner_policy_refuses_a_tdx_quote(tdx, verifier):
+    quote, collateral = tdx
+    spec = PolicySpec(mrsigners=frozenset({bytes(32)}))
+    with pytest.raises(MrSignerError, match="TDX quote has no MRSIGNER"):
+        verifier.verify(quote, collateral, spec.build(), now=VECTORS_NOW)

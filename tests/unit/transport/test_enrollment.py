@@ -490,3 +490,47 @@ def test_after_a_restart_the_session_repins_and_renews_against_the_new_certifica
     renewed = session.call(who_am_i)
     assert renewed["certificate_sha256"] != first["certificate_sha256"]
     assert echo.calls == 2
+
+
+def test_the_client_refuses_a_certificate_issued_for_another_key(member_key):
+    """A CA that answers with a certificate for some other key (a man in the middle that
+    got hold of a valid CA, or a bug) is refused by the joiner, who would otherwise present
+    a certificate whose key it does not hold."""
+    import datetime as dt
+    from concurrent import futures
+
+    from enclaverec.crypto import certs
+    from enclaverec.errors import CertificateError
+    from enclaverec.transport.proto import enrollment_pb2, enrollment_pb2_grpc
+
+    other = generate_p256_key()
+    name = certs.make_name("p0")
+    now = dt.datetime.now(dt.UTC)
+    foreign = certs.build_certificate(
+        subject=name,
+        public_key=other.public_key(),
+        issuer=name,
+        issuer_key=other,
+        not_before=now,
+        not_after=now + dt.timedelta(hours=1),
+        is_ca=False,
+    )
+
+    class WrongKeyCA(enrollment_pb2_grpc.EnrollmentServicer):
+        def Challenge(self, request, context):  # noqa: N802
+            return enrollment_pb2.ChallengeReply(nonce=bytes(32))
+
+        def Enroll(self, request, context):  # noqa: N802
+            return enrollment_pb2.EnrollReply(certificate=certs.certificate_der(foreign))
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    enrollment_pb2_grpc.add_EnrollmentServicer_to_server(WrongKeyCA(), server)
+    port = server.add_insecure_port("127.0.0.1:0")  # test-only: the check is the client's
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            credentials = EnrollmentCredentials("p0", membership_key=member_key)
+            with pytest.raises(CertificateError, match="issued certificate is for another key"):
+                enroll(channel, bytes(32), credentials)
+    finally:
+        server.stop(0)
