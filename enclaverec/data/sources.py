@@ -17,10 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sklearn.metrics import log_loss, roc_auc_score
-
 from enclaverec.data import movielens, synthetic
-from enclaverec.data.baseline import baseline_logreg_auc
 from enclaverec.data.criteo import (
     NUM_CATEGORICAL,
     BadLineCounter,
@@ -38,7 +35,6 @@ from enclaverec.errors import ConfigError, DataFormatError, UsageError
 __all__ = [
     "BUILTIN_DATASETS",
     "DataSelection",
-    "baseline_logreg_auc",
     "load_dataset",
 ]
 
@@ -122,9 +118,12 @@ def load_dataset(
         info.update(criteo_info)
     train, validation, test = split_examples(examples, seed=seed, rule=rule)
     if selection.dataset == SYNTHETIC:
-        probabilities = generated.probabilities[test.row_ids]
-        info["oracle_auc"] = float(roc_auc_score(test.labels, probabilities))
-        info["oracle_logloss"] = float(log_loss(test.labels, probabilities, labels=[0.0, 1.0]))
+        # The planted model's own score, with the metrics every mode is scored with.
+        from enclaverec.evaluation import binary_metrics
+
+        oracle = binary_metrics(test.labels, generated.probabilities[test.row_ids])
+        info["oracle_auc"] = oracle.auc
+        info["oracle_logloss"] = oracle.logloss
     return DataSet(
         name=selection.name,
         spec=spec,

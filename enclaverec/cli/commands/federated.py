@@ -506,7 +506,7 @@ def _synthetic_references(dataset: Any, seed: int) -> dict[str, float]:
     (DESIGN.md §4), so the federated AUC can be read against both."""
     if dataset.name != "synthetic":
         return {}
-    from enclaverec.data.sources import baseline_logreg_auc
+    from enclaverec.data.baseline import baseline_logreg_auc
 
     return {
         "oracle_auc": dataset.info["oracle_auc"],

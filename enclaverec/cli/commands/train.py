@@ -300,7 +300,7 @@ def run_centralized(job: TrainJob, *, dataset: DataSet | None = None) -> Central
     }
     references: dict[str, float] = {}
     if dataset.name == "synthetic":
-        from enclaverec.data.sources import baseline_logreg_auc
+        from enclaverec.data.baseline import baseline_logreg_auc
 
         extra["oracle_auc"] = float(dataset.info["oracle_auc"])
         extra["baseline_logreg_auc"] = float(baseline_logreg_auc(dataset, seed=job.seed))
