@@ -131,6 +131,7 @@ class BenchFederatedConfig:
             if value < minimum:
                 raise ConfigError(f"--{name} must be at least {minimum}, got {value}")
 
+
 # --- the data of the update-bytes runs --------------------------------------------------
 
 
@@ -516,9 +517,7 @@ def measure_attestation(federation: Path, state_dir: Path, enrollments: int) -> 
     }
 
 
-def measure_overhead(
-    config: BenchFederatedConfig, work: Path, events: JobEvents
-) -> dict[str, Any]:
+def measure_overhead(config: BenchFederatedConfig, work: Path, events: JobEvents) -> dict[str, Any]:
     """Part (b): the same federation with ``--tee none`` and with the simulated TEE."""
     from enclaverec.federated.simulate import FEDERATION_DIR
 
@@ -609,4 +608,3 @@ def run_benchmark(
     report["environment"] = _environment(load_before)
     report["note"] = "provisional unless the machine was otherwise idle"
     return report
-

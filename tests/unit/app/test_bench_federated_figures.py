@@ -122,5 +122,3 @@ def test_synthetic_rows_read_back_through_the_criteo_reader(tmp_path):
 
 
 # --- end to end ----------------------------------------------------------------------------------
-
-
