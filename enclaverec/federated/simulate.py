@@ -73,6 +73,32 @@ class SimulationResult:
     logs: Path
 
 
+def last_error_line(log_path: Path) -> str | None:
+    """The cause of a role's failure as its log states it: the last line the command
+    printed on its way out (``enclaverec: error: ...``, ``enclaverec: refused ...``), else
+    the last line logged at ERROR, else the last line; None without a readable log."""
+    try:
+        lines = [
+            line.strip()
+            for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+            if line.strip()
+        ]
+    except OSError:
+        return None
+    for prefix in ("enclaverec: ", "ERROR"):
+        for line in reversed(lines):
+            if line.startswith(prefix):
+                return line
+    return lines[-1] if lines else None
+
+
+def _failure(name: str, code: int | None, logs: Path) -> str:
+    """``name (exit N: cause; log: path)``, the cause from the role's own log."""
+    log_path = logs / f"{name}.log"
+    cause = last_error_line(log_path)
+    return f"{name} (exit {code}" + (f": {cause}" if cause else "") + f"; log: {log_path})"
+
+
 def _role_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "enclaverec.cli.main", *args]
 
@@ -197,9 +223,7 @@ def run_simulation(
                 if any(code != 0 for code in failed.values()):
                     raise EnclaveRecError(
                         "every party stopped before the federation finished: "
-                        + ", ".join(
-                            f"{n} (exit {c}; see {logs / (n + '.log')})" for n, c in failed.items()
-                        )
+                        + ", ".join(_failure(n, c, logs) for n, c in failed.items())
                     )
             if time.monotonic() > deadline:
                 raise TrainingError(
@@ -211,7 +235,7 @@ def run_simulation(
                 on_event(event)
         if aggregator != 0:
             raise EnclaveRecError(
-                f"the aggregator exited with code {aggregator}; see {logs / 'aggregator.log'}"
+                "the aggregator failed: " + _failure("aggregator", aggregator, logs)
             )
         codes = {}
         for name, process in processes.items():
@@ -256,9 +280,6 @@ def check_parties(result: SimulationResult) -> None:
     failed = {name: code for name, code in result.party_exit_codes.items() if code != 0}
     if failed:
         raise EnclaveRecError(
-            "part(ies) failed: "
-            + ", ".join(
-                f"{name} (exit {code}; see {result.logs / (name + '.log')})"
-                for name, code in failed.items()
-            )
+            "party(ies) failed: "
+            + ", ".join(_failure(name, code, result.logs) for name, code in failed.items())
         )
