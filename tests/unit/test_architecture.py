@@ -24,6 +24,8 @@ ENCLAVE_SIDE = [
     "enclaverec.paramservice.checkpoint",
     "enclaverec.schedule",
     "enclaverec.distributed.loopback",
+    "enclaverec.distributed.steps",
+    "enclaverec.gradients",
     "enclaverec.federated.aggregate",
     "enclaverec.transport.tensors",
     "enclaverec.tee.sealing",
