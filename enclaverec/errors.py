@@ -277,6 +277,11 @@ class PeerNotAttestedError(TransportError):
     """A peer presented no credentials, or credentials that were never verified."""
 
 
+class BarrierTimeoutError(TransportError):
+    """A distributed training step's barrier did not pass before its deadline (a worker
+    or parameter server stopped answering)."""
+
+
 class StorageError(EnclaveRecError):
     """A file could not be read or written (permissions, disk full, I/O error)."""
 
