@@ -86,7 +86,7 @@ def test_a_local_batch_above_a_partys_rows_is_refused():
 
 def test_simulate_refuses_a_tee_that_cannot_run_here(tmp_path):
     setup = FederationSetup(data=DataConfig.builtin("synthetic"), parties=2)
-    with pytest.raises(UsageError, match="runs every role on this machine: --tee simulated or none"):
+    with pytest.raises(UsageError, match="every role on this machine: --tee simulated or none"):
         SimulationConfig(setup=setup, output=tmp_path, tee=TEEKind.GRAMINE)
 
 
