@@ -59,9 +59,10 @@ from enclaverec.paramservice.service import (
     as_refusal,
 )
 from enclaverec.paramservice.store import ParameterStore
-from enclaverec.report import TEEKind, write_json
+from enclaverec.report import write_json
 from enclaverec.tee.attested_ca import EnrollmentConfig, EnrollmentRecord, PeerIdentity
 from enclaverec.tee.backend import EvidenceBackend
+from enclaverec.tee.kinds import TEEKind
 from enclaverec.transport import tensors
 from enclaverec.transport.proto import (
     federated_pb2,
