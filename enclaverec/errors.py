@@ -76,6 +76,11 @@ class DataFormatError(MalformedInputError):
         self.line = line
 
 
+class MessageTooLargeError(MalformedInputError):
+    """A message, or the bytes one caller has in flight, exceeds the exact maximum its
+    receiver allows (refused while it streams in, before it is buffered)."""
+
+
 class MalformedEvidenceError(MalformedInputError):
     """A quote, collateral or certificate that cannot be parsed."""
 
@@ -289,6 +294,11 @@ class StorageError(EnclaveRecError):
 class AggregationRefusedError(EnclaveRecError):
     """An update was refused by the aggregation pre-check (names, shapes, dtypes,
     non-finite values, norm bound, total weight, round)."""
+
+
+class NonFiniteError(AggregationRefusedError):
+    """A number a peer sent, or the result of combining what peers sent, is not finite:
+    refused, and the model stays as it was."""
 
 
 class StaleUpdateError(AggregationRefusedError):
