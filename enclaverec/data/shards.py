@@ -78,6 +78,9 @@ class ShardManifest:
     test_split_sha256: str
     shards: tuple[ShardInfo, ...]
     info: Mapping[str, Any] = field(default_factory=dict)
+    hashing: Mapping[str, Any] | None = None
+    """The category hashing of ``--data`` sources (None for built-in data sets): part of
+    the plan, so that an exported model scores new rows the same way."""
 
     @property
     def workers(self) -> int:
@@ -96,6 +99,7 @@ class ShardManifest:
             "test_split_sha256": self.test_split_sha256,
             "shards": [shard.to_dict() for shard in self.shards],
             "info": dict(self.info),
+            "hashing": dict(self.hashing) if self.hashing is not None else None,
         }
 
     @classmethod
@@ -130,6 +134,7 @@ class ShardManifest:
                 test_split_sha256=str(data["test_split_sha256"]),
                 shards=shards,
                 info=dict(data.get("info", {})),
+                hashing=data.get("hashing"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DataFormatError(f"{path}: malformed manifest ({exc})") from exc
@@ -251,6 +256,7 @@ def encrypt_shards(
             test_split_sha256=split_sha256(dataset.test.row_ids),
             shards=tuple(infos),
             info=info,
+            hashing=dataset.info.get("hashing"),
         )
         write_atomically(
             manifest_path,

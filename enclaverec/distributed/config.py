@@ -4,12 +4,20 @@ worker's (``worker.toml``), a parameter server's (``paramserver.toml``) and the 
 (``owner.toml``, on the owner's machine, not measured).
 
 Measurements are pinned in one direction only (a measured configuration cannot hold the
-measurement of a configuration that holds its own): parameter servers pin the key broker
-by signer and role; workers pin the key broker by signer and role and the parameter
-servers by MRENCLAVE; the key broker pins every worker and parameter server by MRENCLAVE,
-one per member id; the owner, who runs no enclave, pins the key broker by MRENCLAVE. So
-the owner's one pin covers the whole job: the key broker's configuration holds every other
-role's measurement, and each of those holds its plan, data and peers.
+measurement of a configuration that holds its own):
+
+- the key broker (``job.toml``) pins every worker by MRENCLAVE, one per worker id, so
+  only the owner's worker configurations ever receive the data key;
+- each parameter server pins the key broker by MRENCLAVE (so it hands the model to no
+  other) and the workers by MRENCLAVE;
+- workers pin the key broker by signer and role, and each parameter server by the
+  MRENCLAVE the key broker gives them;
+- the owner pins the key broker by MRENCLAVE and, in its signed submission, tells it each
+  parameter server's MRENCLAVE (``init`` computes them; they cannot be in ``job.toml``,
+  whose measurement they contain).
+
+So the owner's pins cover the whole job: every role's measurement is fixed by the owner,
+and each measured configuration holds its plan, data and peers.
 
 Relative paths in a file are relative to the file's folder.
 """
@@ -132,6 +140,7 @@ class DistributedPlan:
     worker_deadline_seconds: float
     workers: tuple[str, ...]
     shard_map: ShardMap
+    hashing: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.workers) <= MAX_WORKERS:
@@ -179,6 +188,7 @@ class DistributedPlan:
             "workers": list(self.workers),
             "shards": self.shard_map.to_toml(),
             "features": self.features.to_dict(),
+            **({"hashing": dict(self.hashing)} if self.hashing is not None else {}),
         }
 
     @classmethod
@@ -186,7 +196,7 @@ class DistributedPlan:
         known = {
             "model", "preset", "optimizer", "dataset", "seed", "epochs", "batch_size",
             "learning_rate", "patience", "mode", "max_staleness", "checkpoint_every",
-            "worker_deadline_seconds", "workers", "shards", "features",
+            "worker_deadline_seconds", "workers", "shards", "features", "hashing",
         }  # fmt: skip
         check_keys(data, known, where)
         try:
@@ -218,6 +228,7 @@ class DistributedPlan:
             ),
             workers=tuple(workers),
             shard_map=ShardMap.from_toml(table(data, "shards", where), f"{where}.shards"),
+            hashing=get(data, "hashing", dict, where, None),
         )
 
 
@@ -303,7 +314,8 @@ class JobConfig:
     plan: DistributedPlan
     owner_public_key: str = field(repr=False)
     members: Mapping[str, MemberPin]
-    member_policy: PolicySpec | None
+    worker_policy: PolicySpec | None
+    paramserver_policy: PolicySpec | None
     dataset_id: bytes
     test_split_sha256: str
     listen: Address
@@ -320,11 +332,18 @@ class JobConfig:
             )
         if set(self.paramserver_addresses) != set(self.plan.paramservers):
             raise ConfigError(f"{self.source}: every parameter server needs an address")
-        _require_pin(self.tee, self.member_policy, "member_policy", str(self.source))
+        _require_pin(self.tee, self.worker_policy, "worker_policy", str(self.source))
+        _require_pin(self.tee, self.paramserver_policy, "paramserver_policy", str(self.source))
+        if any(pin.role == "paramserver" and pin.mrenclave for pin in self.members.values()):
+            raise ConfigError(f"{self.source}: parameter servers are pinned by the owner")
         if self.tee is TEEKind.SIMULATED:
             if self.simulation_dir is None:
                 raise ConfigError(f"{self.source}: a simulated TEE needs [job] simulation")
-            missing = [pin.member_id for pin in self.members.values() if pin.mrenclave is None]
+            missing = [
+                pin.member_id
+                for pin in self.members.values()
+                if pin.role == "worker" and pin.mrenclave is None
+            ]
             if missing:
                 # The simulated TEE always knows every measurement: pin each one.
                 raise ConfigError(f"{self.source}: no mrenclave for {', '.join(missing)}")
@@ -344,7 +363,7 @@ class JobConfig:
         check_keys(
             data,
             {"job", "keybroker", "owner", "plan", "data", "workers", "paramservers",
-             "member_policy"},
+             "worker_policy", "paramserver_policy"},
             where,
         )  # fmt: skip
         job, tee = _header(data, "job", {"name", "simulation", "pccs_url"}, where)
@@ -361,7 +380,7 @@ class JobConfig:
             for member, entry in table(data, key, where).items():
                 if not isinstance(entry, dict):
                     raise ConfigError(f"{where}: [{key}.{member}] must be a table")
-                known = {"mrenclave"} | ({"host", "port"} if role == "paramserver" else set())
+                known = {"host", "port"} if role == "paramserver" else {"mrenclave"}
                 check_keys(entry, known, f"{where} [{key}.{member}]")
                 value = get(entry, "mrenclave", str, where, None)
                 members[member] = MemberPin(
@@ -381,7 +400,8 @@ class JobConfig:
             plan=DistributedPlan.from_toml(table(data, "plan", where), where=f"{where} [plan]"),
             owner_public_key=get(owner, "public_key", str, where),
             members=members,
-            member_policy=_policy(data, "member_policy", where),
+            worker_policy=_policy(data, "worker_policy", where),
+            paramserver_policy=_policy(data, "paramserver_policy", where),
             dataset_id=bytes.fromhex(dataset_id),
             test_split_sha256=get(dataset, "test_split_sha256", str, where),
             listen=Address.from_toml(table(data, "keybroker", where), f"{where} [keybroker]"),
@@ -400,7 +420,8 @@ def job_toml(
     plan: DistributedPlan,
     owner_public_key: str,
     members: Mapping[str, MemberPin],
-    member_policy: PolicySpec | None,
+    worker_policy: PolicySpec | None,
+    paramserver_policy: PolicySpec | None,
     dataset_id: bytes,
     test_split_sha256: str,
     listen: Address,
@@ -433,8 +454,12 @@ def job_toml(
         "workers": workers,
         "paramservers": servers,
     }
-    if member_policy is not None:
-        document["member_policy"] = member_policy.to_toml()
+    for key, policy in (
+        ("worker_policy", worker_policy),
+        ("paramserver_policy", paramserver_policy),
+    ):
+        if policy is not None:
+            document[key] = policy.to_toml()
     return document
 
 
@@ -455,10 +480,12 @@ class WorkerConfig:
     keybroker: Address
     keybroker_policy: PolicySpec | None
     paramservers: Mapping[str, Address]
-    paramserver_policy: PolicySpec | None
     source: Path
     raw: bytes = field(repr=False)
     pccs_url: str | None = None
+    paramserver_signer_policy: PolicySpec | None = None
+    """What every parameter server's evidence must also meet (signer and role); each
+    server's exact MRENCLAVE comes from the key broker, as the owner submitted it."""
 
     def __post_init__(self) -> None:
         where = str(self.source)
@@ -467,7 +494,7 @@ class WorkerConfig:
         if set(self.paramservers) != set(self.plan.paramservers):
             raise ConfigError(f"{where}: [paramservers] must list the plan's parameter servers")
         _require_pin(self.tee, self.keybroker_policy, "keybroker_policy", where)
-        _require_pin(self.tee, self.paramserver_policy, "paramserver_policy", where)
+        _require_pin(self.tee, self.paramserver_signer_policy, "paramserver_policy", where)
         _check_enclave_addresses(self.tee, [self.keybroker, *self.paramservers.values()], where)
         if self.tee is TEEKind.SIMULATED and self.simulation_dir is None:
             raise ConfigError(f"{where}: a simulated TEE needs [worker] simulation")
@@ -503,7 +530,7 @@ class WorkerConfig:
             keybroker=Address.from_toml(table(data, "keybroker", where), f"{where} [keybroker]"),
             keybroker_policy=_policy(data, "keybroker_policy", where),
             paramservers=servers,
-            paramserver_policy=_policy(data, "paramserver_policy", where),
+            paramserver_signer_policy=_policy(data, "paramserver_policy", where),
             source=path,
             raw=raw,
             pccs_url=get(header, "pccs_url", str, where, None),
@@ -562,6 +589,7 @@ class ParamServerConfig:
     listen: Address
     keybroker: Address
     keybroker_policy: PolicySpec | None
+    worker_policy: PolicySpec | None
     source: Path
     raw: bytes = field(repr=False)
     pccs_url: str | None = None
@@ -571,6 +599,7 @@ class ParamServerConfig:
         if self.paramserver_id not in self.plan.paramservers:
             raise ConfigError(f"{where}: {self.paramserver_id} is not a parameter server")
         _require_pin(self.tee, self.keybroker_policy, "keybroker_policy", where)
+        _require_pin(self.tee, self.worker_policy, "worker_policy", where)
         _check_enclave_addresses(self.tee, [self.keybroker, self.listen], where)
         if self.tee is TEEKind.SIMULATED and self.simulation_dir is None:
             raise ConfigError(f"{where}: a simulated TEE needs [paramserver] simulation")
@@ -583,7 +612,11 @@ class ParamServerConfig:
     def load(cls, path: Path) -> ParamServerConfig:
         data, raw = read_toml(path)
         where = str(path)
-        check_keys(data, {"paramserver", "listen", "keybroker", "keybroker_policy", "plan"}, where)
+        check_keys(
+            data,
+            {"paramserver", "listen", "keybroker", "keybroker_policy", "worker_policy", "plan"},
+            where,
+        )
         header, tee = _header(data, "paramserver", {"id", "job", "simulation", "pccs_url"}, where)
         return cls(
             paramserver_id=get(header, "id", str, where),
@@ -594,6 +627,7 @@ class ParamServerConfig:
             listen=Address.from_toml(table(data, "listen", where), f"{where} [listen]"),
             keybroker=Address.from_toml(table(data, "keybroker", where), f"{where} [keybroker]"),
             keybroker_policy=_policy(data, "keybroker_policy", where),
+            worker_policy=_policy(data, "worker_policy", where),
             source=path,
             raw=raw,
             pccs_url=get(header, "pccs_url", str, where, None),
@@ -610,6 +644,7 @@ def paramserver_toml(
     listen: Address,
     keybroker: Address,
     keybroker_policy: PolicySpec | None,
+    worker_policy: PolicySpec | None,
     pccs_url: str | None = None,
 ) -> dict[str, Any]:
     header: dict[str, Any] = {
@@ -630,6 +665,8 @@ def paramserver_toml(
     }
     if keybroker_policy is not None:
         document["keybroker_policy"] = keybroker_policy.to_toml()
+    if worker_policy is not None:
+        document["worker_policy"] = worker_policy.to_toml()
     return document
 
 
@@ -657,6 +694,8 @@ class OwnerConfig:
     keybroker_policy: PolicySpec | None
     source: Path
     pccs_url: str | None = None
+    paramserver_mrenclaves: Mapping[str, bytes] = field(default_factory=dict)
+    """Each parameter server's MRENCLAVE, submitted (signed) to the key broker."""
 
     def __post_init__(self) -> None:
         where = str(self.source)
@@ -669,7 +708,7 @@ class OwnerConfig:
     def load(cls, path: Path) -> OwnerConfig:
         data, _ = read_toml(path)
         where = str(path)
-        check_keys(data, {"owner", "keybroker", "keybroker_policy"}, where)
+        check_keys(data, {"owner", "keybroker", "keybroker_policy", "paramservers"}, where)
         header, tee = _header(
             data,
             "owner",
@@ -688,6 +727,10 @@ class OwnerConfig:
             keybroker_policy=_policy(data, "keybroker_policy", where),
             source=path,
             pccs_url=get(header, "pccs_url", str, where, None),
+            paramserver_mrenclaves={
+                member: _hex_digest(get(entry, "mrenclave", str, where), f"[paramservers.{member}]")
+                for member, entry in table(data, "paramservers", where, required=False).items()
+            },
         )
 
 
@@ -701,6 +744,7 @@ def owner_toml(
     shards: str,
     keybroker: Address,
     keybroker_policy: PolicySpec | None,
+    paramserver_mrenclaves: Mapping[str, bytes],
     pccs_url: str | None = None,
 ) -> dict[str, Any]:
     header: dict[str, Any] = {
@@ -718,6 +762,10 @@ def owner_toml(
         if value is not None:
             header[key] = value
     document: dict[str, Any] = {"owner": header, "keybroker": keybroker.to_toml()}
+    if paramserver_mrenclaves:
+        document["paramservers"] = {
+            member: {"mrenclave": value.hex()} for member, value in paramserver_mrenclaves.items()
+        }
     if keybroker_policy is not None:
         document["keybroker_policy"] = keybroker_policy.to_toml()
     return document

@@ -27,7 +27,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -82,11 +82,17 @@ MAX_EVALUATION_BYTES = 512 << 20
 
 
 def submission_statement(
-    job: str, dataset_id: bytes, server_certificate_sha256: bytes, data_key: bytes
+    job: str,
+    dataset_id: bytes,
+    server_certificate_sha256: bytes,
+    data_key: bytes,
+    paramserver_mrenclaves: Mapping[str, bytes],
 ) -> bytes:
     """What the owner signs: canonical CBOR of the label, the job, the data set id, the
     key broker certificate it attested (so the submission cannot be relayed to another
-    key broker) and the data key's SHA-256 (so it cannot be moved to another key)."""
+    key broker), the data key's SHA-256 (so it cannot be moved to another key) and the
+    parameter servers' measurements (so no one else chooses which servers hold the
+    model)."""
     return cbor2.dumps(
         [
             SUBMIT_LABEL,
@@ -94,6 +100,7 @@ def submission_statement(
             dataset_id,
             server_certificate_sha256,
             hashlib.sha256(data_key).digest(),
+            sorted([member, value] for member, value in paramserver_mrenclaves.items()),
         ],
         canonical=True,
     )
@@ -133,6 +140,7 @@ class BrokerState:
     """Everything the key broker must not lose; sealed after each change."""
 
     data_key: bytes | None = field(default=None, repr=False)
+    paramserver_pins: dict[str, bytes] = field(default_factory=dict)
     epochs: list[EpochRecord] = field(default_factory=list)
     best_epoch: int | None = None
     stopped: bool = False
@@ -146,6 +154,7 @@ class BrokerState:
             {
                 "v": 1,
                 "data_key": self.data_key,
+                "paramserver_pins": self.paramserver_pins,
                 "epochs": [vars(record) for record in self.epochs],
                 "best_epoch": self.best_epoch,
                 "stopped": self.stopped,
@@ -164,6 +173,7 @@ class BrokerState:
             raise IntegrityError("the key broker's sealed state is not version 1")
         return cls(
             data_key=value["data_key"],
+            paramserver_pins=dict(value["paramserver_pins"]),
             epochs=[EpochRecord(**record) for record in value["epochs"]],
             best_epoch=value["best_epoch"],
             stopped=value["stopped"],
@@ -364,8 +374,18 @@ class KeyBroker:
         pin = self.config.members.get(identity.party_id)
         if pin is None or pin.role != role:
             self._refuse(context, identity.party_id, "role", f"not a {role} of this job")
-        if pin.mrenclave is not None and (
-            identity.mrenclave is None or not hmac.compare_digest(identity.mrenclave, pin.mrenclave)
+        expected = pin.mrenclave
+        if role == "paramserver" and self.config.tee is not TEEKind.NONE:
+            # Servers are pinned by the owner's submission (job.toml cannot hold them).
+            with self._cond:
+                submitted = self.state.data_key is not None
+                expected = self.state.paramserver_pins.get(identity.party_id)
+            if not submitted:
+                context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION, "the owner has not submitted the job yet"
+                )
+        if expected is not None and (
+            identity.mrenclave is None or not hmac.compare_digest(identity.mrenclave, expected)
         ):
             self._refuse(
                 context,
@@ -373,7 +393,7 @@ class KeyBroker:
                 "mrenclave",
                 f"enrolled with MRENCLAVE "
                 f"{identity.mrenclave.hex() if identity.mrenclave else 'none'}, expected "
-                f"{pin.mrenclave.hex()} for {identity.party_id}",
+                f"{expected.hex()} for {identity.party_id}",
             )
         if identity.authenticated:
             with self._cond:
@@ -389,7 +409,9 @@ class KeyBroker:
         context.abort(grpc.StatusCode.PERMISSION_DENIED, f"refused ({check}): {message}")
         raise AssertionError("unreachable")  # pragma: no cover - abort raises
 
-    def release_key(self, context: grpc.ServicerContext, job: str) -> tuple[bytes, bytes]:
+    def release_key(
+        self, context: grpc.ServicerContext, job: str
+    ) -> tuple[bytes, bytes, dict[str, bytes]]:
         identity = self.member(context, "worker")
         if job != self.config.name:
             self._refuse(
@@ -415,7 +437,9 @@ class KeyBroker:
             simulated_evidence=identity.simulated_evidence,
             authenticated=identity.authenticated,
         )
-        return key, self.config.dataset_id
+        with self._cond:
+            pins = dict(self.state.paramserver_pins)
+        return key, self.config.dataset_id, pins
 
     # --- the owner -------------------------------------------------------------------------
 
@@ -450,17 +474,30 @@ class KeyBroker:
             for digest in self.server_certificate_sha256s()
         ):
             refuse("server_binding", "the submission names another key broker's certificate")
+        pins = dict(request.paramserver_mrenclaves)
+        if self.config.tee is not TEEKind.NONE and (
+            set(pins) - set(self.config.paramservers)
+            or any(len(value) != 32 for value in pins.values())
+        ):
+            refuse("malformed", "parameter server pins must name this job's servers")
         statement = submission_statement(
-            request.job, request.dataset_id, request.server_certificate_sha256, request.data_key
+            request.job,
+            request.dataset_id,
+            request.server_certificate_sha256,
+            request.data_key,
+            pins,
         )
         if not verify_raw(self.owner_key, statement, request.owner_signature):
             refuse("owner_signature", "not signed by the owner key in the job's configuration")
         with self._cond:
             if self.state.data_key is not None:
-                if not hmac.compare_digest(self.state.data_key, request.data_key):
-                    refuse("already_submitted", "the job already holds another data key")
+                if not hmac.compare_digest(self.state.data_key, request.data_key) or (
+                    pins != self.state.paramserver_pins
+                ):
+                    refuse("already_submitted", "the job already holds another submission")
                 return True
             self.state.data_key = bytes(request.data_key)
+            self.state.paramserver_pins = {member: bytes(v) for member, v in pins.items()}
             self._seal()
             self._cond.notify_all()
         self.audit.write("submitted", job=self.config.name, dataset_id=self.config.dataset_id.hex())
@@ -717,8 +754,10 @@ class _KeyBrokerServicer(keybroker_pb2_grpc.KeyBrokerServicer):
         self._broker = broker
 
     def ReleaseKey(self, request, context):  # noqa: N802 - gRPC method name
-        key, dataset_id = self._broker.release_key(context, request.job)
-        return keybroker_pb2.ReleaseKeyReply(data_key=key, dataset_id=dataset_id)
+        key, dataset_id, pins = self._broker.release_key(context, request.job)
+        return keybroker_pb2.ReleaseKeyReply(
+            data_key=key, dataset_id=dataset_id, paramserver_mrenclaves=pins
+        )
 
     def SubmitEvaluation(self, request_iterator, context):  # noqa: N802
         worker = self._broker.member(context, "worker").party_id

@@ -103,13 +103,15 @@ class OwnerClient:
         """Send the job's data key; True if the key broker already held it."""
         key, dataset_id = self.data_key()
         certificate = self._pin.certificate_sha256 if self._pin is not None else NO_CERTIFICATE
-        statement = submission_statement(self.config.job, dataset_id, certificate, key)
+        pins = dict(self.config.paramserver_mrenclaves)
+        statement = submission_statement(self.config.job, dataset_id, certificate, key, pins)
         request = keybroker_pb2.SubmitRequest(
             job=self.config.job,
             dataset_id=dataset_id,
             data_key=key,
             server_certificate_sha256=certificate,
             owner_signature=sign_raw(self._key, statement),
+            paramserver_mrenclaves=pins,
         )
         reply = self._call(
             lambda stub: stub.Submit(request, timeout=CALL_TIMEOUT_SECONDS), "the submission"

@@ -3,13 +3,26 @@ keybroker|paramserver|worker`` are thin wrappers; tests call these in-process)."
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from enclaverec.distributed.config import JobConfig
 from enclaverec.distributed.keybroker import KeyBroker
 from enclaverec.report import TEEKind
+from enclaverec.tee.policy import AnyOf, Policy, PolicySpec
 from enclaverec.tee.role_setup import role_backend, verifier_context
 from enclaverec.transport.server import ListenConfig
+
+
+@dataclass(frozen=True)
+class AnyOfSpecs:
+    """Evidence that meets any one of ``specs`` (the key broker enrolls workers and
+    parameter servers, each under its role's policy)."""
+
+    specs: tuple[PolicySpec | None, ...]
+
+    def build(self) -> Policy:
+        return AnyOf([spec.build() for spec in self.specs if spec is not None])
 
 
 def make_keybroker(
@@ -28,7 +41,10 @@ def make_keybroker(
     verification = None
     if config.tee is not TEEKind.NONE:
         verification = verifier_context(
-            config.tee, config.member_policy, config.simulation_dir, config.pccs_url
+            config.tee,
+            AnyOfSpecs((config.worker_policy, config.paramserver_policy)),
+            config.simulation_dir,
+            config.pccs_url,
         )
     listen = listen or ListenConfig(
         host=config.listen.host,

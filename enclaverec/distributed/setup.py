@@ -18,9 +18,9 @@ The encrypted shards (``data encrypt --shards W``) stay where they are; each wor
 configuration names its shard by relative path and pins its header digest.
 
 Measurements are computed in dependency order (``distributed.config`` explains the
-direction of pins): parameter servers, then workers (which pin the parameter servers),
-then the key broker (which pins both), then the owner's policy (which pins the key
-broker).
+direction of pins): workers, then the key broker (which pins them), then the parameter
+servers (which pin the key broker and the workers), then the owner's file (which pins the
+key broker and lists the servers' measurements for its signed submission).
 
 Security: with a simulated TEE every folder is on one machine and the simulation's
 private keys are in ``simulation/keys``: a laptop set-up. For a real job, each folder is
@@ -260,32 +260,9 @@ def _write_job(
     keybroker_by_signer = policy("keybroker")
     measured: dict[str, bytes] = {}
 
-    # 1. Parameter servers (they pin the key broker by signer and role).
-    ps_configs = []
-    for member in plan.paramservers:
-        folder = root / member
-        folder.mkdir(mode=0o700)
-        path = folder / PARAMSERVER_FILE
-        raw = _write_toml(
-            path,
-            paramserver_toml(
-                paramserver=member,
-                job=name,
-                tee=tee,
-                simulation=simulation_ref,
-                plan=plan,
-                listen=server_addresses[member],
-                keybroker=keybroker,
-                keybroker_policy=keybroker_by_signer,
-                pccs_url=pccs_url,
-            ),
-        )
-        ps_configs.append(path)
-        if tee is TEEKind.SIMULATED:
-            measured[member] = measured_inputs("paramserver", raw).mrenclave()
-
-    # 2. Workers (they pin the parameter servers' exact measurements when known).
-    server_pins = frozenset(measured[m] for m in plan.paramservers if m in measured)
+    # 1. Workers: they pin the key broker by signer and role (the key broker's
+    #    configuration holds their measurements), the servers by signer here and by
+    #    MRENCLAVE as the key broker tells them.
     worker_configs = []
     for index, member in enumerate(plan.workers):
         folder = root / member
@@ -305,7 +282,7 @@ def _write_job(
                 keybroker=keybroker,
                 keybroker_policy=keybroker_by_signer,
                 paramservers=server_addresses,
-                paramserver_policy=policy("paramserver", server_pins),
+                paramserver_policy=policy("paramserver"),
                 pccs_url=pccs_url,
             ),
         )
@@ -313,22 +290,11 @@ def _write_job(
         if tee is TEEKind.SIMULATED:
             measured[member] = measured_inputs("worker", raw).mrenclave()
 
-    # 3. The key broker pins every member, one measurement per id.
+    # 2. The key broker pins every worker, one measurement per id.
+    worker_pins = frozenset(measured.values())
     members = {
         member: MemberPin(member, "worker", measured.get(member)) for member in plan.workers
-    } | {
-        member: MemberPin(member, "paramserver", measured.get(member))
-        for member in plan.paramservers
-    }
-    member_policy = None
-    if enclave:
-        # Enrollment checks the union; the key broker then checks each id's own pin.
-        member_policy = PolicySpec(
-            mrenclaves=frozenset(measured.values()),
-            mrsigners=frozenset() if measured else frozenset({signer}),  # type: ignore[arg-type]
-            unsafe_allow_simulation=bool(sim_roots),
-            simulation_roots=sim_roots,
-        )
+    } | {member: MemberPin(member, "paramserver", None) for member in plan.paramservers}
     job_raw = _write_toml(
         root / JOB_FILE,
         job_toml(
@@ -338,7 +304,8 @@ def _write_job(
             plan=plan,
             owner_public_key=owner_pem,
             members=members,
-            member_policy=member_policy,
+            worker_policy=policy("worker", worker_pins),
+            paramserver_policy=policy("paramserver"),
             dataset_id=bytes.fromhex(manifest.dataset_id),
             test_split_sha256=manifest.test_split_sha256,
             listen=keybroker,
@@ -348,17 +315,40 @@ def _write_job(
     )
     if tee is TEEKind.SIMULATED:
         keybroker_mrenclave = measured_inputs("keybroker", job_raw).mrenclave()
+    keybroker_exact = policy(
+        "keybroker", frozenset({keybroker_mrenclave}) if keybroker_mrenclave else frozenset()
+    )
 
-    # 4. The owner pins the key broker's exact measurement.
-    owner_policy = None
-    if enclave:
-        owner_policy = PolicySpec(
-            mrenclaves=frozenset({keybroker_mrenclave}) if keybroker_mrenclave else frozenset(),
-            mrsigners=frozenset() if keybroker_mrenclave else frozenset({signer}),  # type: ignore[arg-type]
-            isv_prod_id=ROLE_ISV_PROD_IDS["keybroker"],
-            unsafe_allow_simulation=bool(sim_roots),
-            simulation_roots=sim_roots,
+    # 3. Parameter servers pin the key broker exactly (they hand the model to it and no
+    #    other) and the workers.
+    ps_configs = []
+    server_pins: dict[str, bytes] = {}
+    for member in plan.paramservers:
+        folder = root / member
+        folder.mkdir(mode=0o700)
+        path = folder / PARAMSERVER_FILE
+        raw = _write_toml(
+            path,
+            paramserver_toml(
+                paramserver=member,
+                job=name,
+                tee=tee,
+                simulation=simulation_ref,
+                plan=plan,
+                listen=server_addresses[member],
+                keybroker=keybroker,
+                keybroker_policy=keybroker_exact,
+                worker_policy=policy("worker", worker_pins),
+                pccs_url=pccs_url,
+            ),
         )
+        ps_configs.append(path)
+        if tee is TEEKind.SIMULATED:
+            server_pins[member] = measured_inputs("paramserver", raw).mrenclave()
+    measured.update(server_pins)
+
+    # 4. The owner pins the key broker exactly and submits the servers' measurements.
+    owner_policy = keybroker_exact
     private = owner_private_key or owner_public_key.with_name(
         owner_public_key.name.removesuffix(keys.PUBLIC_SUFFIX)
     )
@@ -377,6 +367,7 @@ def _write_job(
             shards=relative_to(owner_dir, Path(shards)),
             keybroker=keybroker,
             keybroker_policy=owner_policy,
+            paramserver_mrenclaves=server_pins,
             pccs_url=pccs_url,
         ),
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,11 +37,17 @@ class WorkerSetup:
     config: WorkerConfig
     session: Session
     shard: WorkerShard = field(repr=False)
+    paramserver_mrenclaves: Mapping[str, bytes] = field(default_factory=dict)
+    """Each parameter server's measurement, as the owner submitted it to the key broker:
+    what the worker pins the servers by."""
 
 
-def release_key(session: Session, job: str, *, wait_seconds: float) -> tuple[bytes, bytes]:
-    """(data key, data set id) from the key broker; waits while the owner has not
-    submitted the job yet. Raises ``RequestRefusedError`` (exit 3) when refused."""
+def release_key(
+    session: Session, job: str, *, wait_seconds: float
+) -> tuple[bytes, bytes, dict[str, bytes]]:
+    """(data key, data set id, parameter servers' measurements) from the key broker;
+    waits while the owner has not submitted the job yet. Raises ``RequestRefusedError``
+    (exit 3) when refused."""
     reply = call_keybroker(
         session,
         lambda channel: keybroker_pb2_grpc.KeyBrokerStub(channel).ReleaseKey(
@@ -49,7 +56,8 @@ def release_key(session: Session, job: str, *, wait_seconds: float) -> tuple[byt
         "the data key",
         wait_while_not_ready=wait_seconds,
     )
-    return bytes(reply.data_key), bytes(reply.dataset_id)
+    pins = {member: bytes(value) for member, value in reply.paramserver_mrenclaves.items()}
+    return bytes(reply.data_key), bytes(reply.dataset_id), pins
 
 
 def join_job(config_path: Path, *, attestation_dir: Path | None = None) -> WorkerSetup:
@@ -68,7 +76,7 @@ def join_job(config_path: Path, *, attestation_dir: Path | None = None) -> Worke
     )
     try:
         session.open()
-        key, dataset_id = release_key(
+        key, dataset_id, pins = release_key(
             session, config.job, wait_seconds=config.plan.worker_deadline_seconds
         )
         header = encrypted.read_unverified_header(config.data)
@@ -89,7 +97,7 @@ def join_job(config_path: Path, *, attestation_dir: Path | None = None) -> Worke
         len(shard.validation),
         len(shard.test),
     )
-    return WorkerSetup(config, session, shard)
+    return WorkerSetup(config, session, shard, pins)
 
 
 def submit_evaluation(

@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from distributed_helpers import make_job, owner, running_keybroker
 
 from enclaverec.distributed.config import WorkerConfig
 from enclaverec.distributed.keybroker import AUDIT_FILE, STATE_FILE
@@ -15,8 +16,6 @@ from enclaverec.distributed.members import keybroker_session
 from enclaverec.distributed.roles import make_keybroker
 from enclaverec.distributed.worker import join_job, release_key
 from enclaverec.errors import EnrollmentRefusedError, IntegrityError, RequestRefusedError
-
-from distributed_helpers import make_job, owner, running_keybroker
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +88,8 @@ def test_refuses_a_worker_whose_mrenclave_is_outside_the_owners_policy(job, tmp_
     with running_keybroker(job):
         with pytest.raises(EnrollmentRefusedError) as refused:
             join_job(changed)
-    assert refused.value.check == "mrenclave"
+    # Enrollment takes a worker's or a server's policy; both refused it.
+    assert refused.value.check == "any_of" and "mrenclave" in str(refused.value)
     assert refused.value.exit_code == 3
 
 
@@ -100,7 +100,7 @@ def test_refuses_debug_evidence(job):
         with pytest.raises(EnrollmentRefusedError) as refused:
             session.open()
     session.close()
-    assert refused.value.check == "debug"
+    assert refused.value.check == "debug"  # refused before any policy (decisions.md)
 
 
 def test_refuses_a_worker_asking_for_another_jobs_key(job):
@@ -133,35 +133,60 @@ def test_refuses_a_worker_enclave_posing_as_another_worker(job):
 
 
 def test_refuses_members_of_another_job(job, tmp_path):
-    other = make_job(tmp_path, name="other")
-    with running_keybroker(job):
-        for path, role, member in (
-            (other.files.worker_configs[0], "worker", "worker-0"),
-            (other.files.paramserver_configs[0], "paramserver", "ps-0"),
-        ):
-            text = path.read_text()
-            config = (
-                WorkerConfig.load(path) if role == "worker" else None
-            )
-            from enclaverec.distributed.config import ParamServerConfig
+    from enclaverec.distributed.config import ParamServerConfig
+    from enclaverec.distributed.worker import next_directive
+    from enclaverec.errors import MrEnclaveError
 
-            loaded = config or ParamServerConfig.load(path)
-            # Point the other job's genuine member at this job's key broker (same signer,
-            # so it trusts it): this key broker must refuse its measurement.
-            session = keybroker_session(
-                role=role,
-                member_id=member,
-                tee=loaded.tee,
-                raw_config=text.encode(),
-                simulation_dir=job.files.simulation_dir,
-                keybroker=WorkerConfig.load(job.files.worker_configs[0]).keybroker,
-                keybroker_policy=WorkerConfig.load(job.files.worker_configs[0]).keybroker_policy,
-                pccs_url=None,
-            )
-            with pytest.raises(EnrollmentRefusedError) as refused:
-                session.open()
-            session.close()
-            assert refused.value.check == "mrenclave", role
+    other = make_job(tmp_path, name="other")
+    here = WorkerConfig.load(job.files.worker_configs[0])
+    other_worker = WorkerConfig.load(other.files.worker_configs[0])
+    other_server = ParamServerConfig.load(other.files.paramserver_configs[0])
+    with running_keybroker(job, tmp_path / "state"), owner(job) as client:
+        client.submit()
+        # Another job's genuine worker, sent to this key broker: not pinned here.
+        session = keybroker_session(
+            role="worker",
+            member_id="worker-0",
+            tee=other_worker.tee,
+            raw_config=other_worker.raw,
+            simulation_dir=job.files.simulation_dir,
+            keybroker=here.keybroker,
+            keybroker_policy=here.keybroker_policy,
+            pccs_url=None,
+        )
+        with pytest.raises(EnrollmentRefusedError) as worker_refused:
+            session.open()
+        session.close()
+        # Another job's parameter server pins its own key broker: it refuses this one.
+        session = keybroker_session(
+            role="paramserver",
+            member_id="ps-0",
+            tee=other_server.tee,
+            raw_config=other_server.raw,
+            simulation_dir=job.files.simulation_dir,
+            keybroker=here.keybroker,
+            keybroker_policy=other_server.keybroker_policy,
+            pccs_url=None,
+        )
+        with pytest.raises(MrEnclaveError):
+            session.open()
+        session.close()
+        # Even one that trusted this key broker is not the server the owner pinned.
+        session = keybroker_session(
+            role="paramserver",
+            member_id="ps-0",
+            tee=other_server.tee,
+            raw_config=other_server.raw,
+            simulation_dir=job.files.simulation_dir,
+            keybroker=here.keybroker,
+            keybroker_policy=here.keybroker_policy,
+            pccs_url=None,
+        )
+        with pytest.raises(RequestRefusedError) as server_refused:
+            next_directive(session.open(), 0, deadline_seconds=1)
+        session.close()
+    assert worker_refused.value.check == "any_of" and "mrenclave" in str(worker_refused.value)
+    assert server_refused.value.check == "mrenclave" and server_refused.value.exit_code == 3
 
 
 def test_refuses_an_old_nonce(job):

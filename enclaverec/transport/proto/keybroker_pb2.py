@@ -25,41 +25,49 @@ _sym_db = _symbol_database.Default()
 from enclaverec.transport.proto import tensors_pb2 as enclaverec_dot_transport_dot_proto_dot_tensors__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*enclaverec/transport/proto/keybroker.proto\x12\x14\x65nclaverec.keybroker\x1a(enclaverec/transport/proto/tensors.proto\"~\n\rSubmitRequest\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\x12\n\ndataset_id\x18\x02 \x01(\x0c\x12\x10\n\x08\x64\x61ta_key\x18\x03 \x01(\x0c\x12!\n\x19server_certificate_sha256\x18\x04 \x01(\x0c\x12\x17\n\x0fowner_signature\x18\x05 \x01(\x0c\"(\n\x0bSubmitReply\x12\x19\n\x11\x61lready_submitted\x18\x01 \x01(\x08\"\x0f\n\rStatusRequest\"\"\n\x0bStatusReply\x12\x13\n\x0bstatus_json\x18\x01 \x01(\t\"\x0e\n\x0c\x46\x65tchRequest\" \n\x11ReleaseKeyRequest\x12\x0b\n\x03job\x18\x01 \x01(\t\"7\n\x0fReleaseKeyReply\x12\x10\n\x08\x64\x61ta_key\x18\x01 \x01(\x0c\x12\x12\n\ndataset_id\x18\x02 \x01(\x0c\"\x81\x02\n\x11\x45valuationPayload\x12\r\n\x05\x65poch\x18\x01 \x01(\r\x12\r\n\x05steps\x18\x02 \x01(\x04\x12\x15\n\rtrain_seconds\x18\x03 \x01(\x01\x12\x15\n\rtrain_samples\x18\x04 \x01(\x04\x12\x19\n\x11validation_scores\x18\x05 \x01(\x0c\x12\x19\n\x11validation_labels\x18\x06 \x01(\x0c\x12\x13\n\x0btest_scores\x18\x07 \x01(\x0c\x12\x13\n\x0btest_labels\x18\x08 \x01(\x0c\x12\x14\n\x0ctest_row_ids\x18\t \x01(\x0c\x12\x14\n\x0c\x62ytes_pushed\x18\n \x01(\x04\x12\x14\n\x0c\x62ytes_pulled\x18\x0b \x01(\x04\"\x11\n\x0f\x45valuationReply\"7\n\x10\x44irectiveRequest\x12\r\n\x05\x65poch\x18\x01 \x01(\r\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\x02\"R\n\tDirective\x12\x31\n\x04kind\x18\x01 \x01(\x0e\x32#.enclaverec.keybroker.DirectiveKind\x12\x12\n\nbest_epoch\x18\x02 \x01(\r\"\x11\n\x0fModelShardReply*L\n\rDirectiveKind\x12\x19\n\x15\x44IRECTIVE_UNSPECIFIED\x10\x00\x12\x08\n\x04WAIT\x10\x01\x12\x0c\n\x08\x43ONTINUE\x10\x02\x12\x08\n\x04STOP\x10\x03\x32\xfb\x01\n\x05Owner\x12P\n\x06Submit\x12#.enclaverec.keybroker.SubmitRequest\x1a!.enclaverec.keybroker.SubmitReply\x12P\n\x06Status\x12#.enclaverec.keybroker.StatusRequest\x1a!.enclaverec.keybroker.StatusReply\x12N\n\x0b\x46\x65tchResult\x12\".enclaverec.keybroker.FetchRequest\x1a\x19.enclaverec.tensors.Chunk0\x01\x32\xf2\x02\n\tKeyBroker\x12\\\n\nReleaseKey\x12\'.enclaverec.keybroker.ReleaseKeyRequest\x1a%.enclaverec.keybroker.ReleaseKeyReply\x12V\n\x10SubmitEvaluation\x12\x19.enclaverec.tensors.Chunk\x1a%.enclaverec.keybroker.EvaluationReply(\x01\x12W\n\x0cGetDirective\x12&.enclaverec.keybroker.DirectiveRequest\x1a\x1f.enclaverec.keybroker.Directive\x12V\n\x10SubmitModelShard\x12\x19.enclaverec.tensors.Chunk\x1a%.enclaverec.keybroker.ModelShardReply(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*enclaverec/transport/proto/keybroker.proto\x12\x14\x65nclaverec.keybroker\x1a(enclaverec/transport/proto/tensors.proto\"\x9c\x02\n\rSubmitRequest\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\x12\n\ndataset_id\x18\x02 \x01(\x0c\x12\x10\n\x08\x64\x61ta_key\x18\x03 \x01(\x0c\x12!\n\x19server_certificate_sha256\x18\x04 \x01(\x0c\x12\x17\n\x0fowner_signature\x18\x05 \x01(\x0c\x12^\n\x16paramserver_mrenclaves\x18\x06 \x03(\x0b\x32>.enclaverec.keybroker.SubmitRequest.ParamserverMrenclavesEntry\x1a<\n\x1aParamserverMrenclavesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"(\n\x0bSubmitReply\x12\x19\n\x11\x61lready_submitted\x18\x01 \x01(\x08\"\x0f\n\rStatusRequest\"\"\n\x0bStatusReply\x12\x13\n\x0bstatus_json\x18\x01 \x01(\t\"\x0e\n\x0c\x46\x65tchRequest\" \n\x11ReleaseKeyRequest\x12\x0b\n\x03job\x18\x01 \x01(\t\"\xd7\x01\n\x0fReleaseKeyReply\x12\x10\n\x08\x64\x61ta_key\x18\x01 \x01(\x0c\x12\x12\n\ndataset_id\x18\x02 \x01(\x0c\x12`\n\x16paramserver_mrenclaves\x18\x03 \x03(\x0b\x32@.enclaverec.keybroker.ReleaseKeyReply.ParamserverMrenclavesEntry\x1a<\n\x1aParamserverMrenclavesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"\x81\x02\n\x11\x45valuationPayload\x12\r\n\x05\x65poch\x18\x01 \x01(\r\x12\r\n\x05steps\x18\x02 \x01(\x04\x12\x15\n\rtrain_seconds\x18\x03 \x01(\x01\x12\x15\n\rtrain_samples\x18\x04 \x01(\x04\x12\x19\n\x11validation_scores\x18\x05 \x01(\x0c\x12\x19\n\x11validation_labels\x18\x06 \x01(\x0c\x12\x13\n\x0btest_scores\x18\x07 \x01(\x0c\x12\x13\n\x0btest_labels\x18\x08 \x01(\x0c\x12\x14\n\x0ctest_row_ids\x18\t \x01(\x0c\x12\x14\n\x0c\x62ytes_pushed\x18\n \x01(\x04\x12\x14\n\x0c\x62ytes_pulled\x18\x0b \x01(\x04\"\x11\n\x0f\x45valuationReply\"7\n\x10\x44irectiveRequest\x12\r\n\x05\x65poch\x18\x01 \x01(\r\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\x02\"R\n\tDirective\x12\x31\n\x04kind\x18\x01 \x01(\x0e\x32#.enclaverec.keybroker.DirectiveKind\x12\x12\n\nbest_epoch\x18\x02 \x01(\r\"\x11\n\x0fModelShardReply*L\n\rDirectiveKind\x12\x19\n\x15\x44IRECTIVE_UNSPECIFIED\x10\x00\x12\x08\n\x04WAIT\x10\x01\x12\x0c\n\x08\x43ONTINUE\x10\x02\x12\x08\n\x04STOP\x10\x03\x32\xfb\x01\n\x05Owner\x12P\n\x06Submit\x12#.enclaverec.keybroker.SubmitRequest\x1a!.enclaverec.keybroker.SubmitReply\x12P\n\x06Status\x12#.enclaverec.keybroker.StatusRequest\x1a!.enclaverec.keybroker.StatusReply\x12N\n\x0b\x46\x65tchResult\x12\".enclaverec.keybroker.FetchRequest\x1a\x19.enclaverec.tensors.Chunk0\x01\x32\xf2\x02\n\tKeyBroker\x12\\\n\nReleaseKey\x12\'.enclaverec.keybroker.ReleaseKeyRequest\x1a%.enclaverec.keybroker.ReleaseKeyReply\x12V\n\x10SubmitEvaluation\x12\x19.enclaverec.tensors.Chunk\x1a%.enclaverec.keybroker.EvaluationReply(\x01\x12W\n\x0cGetDirective\x12&.enclaverec.keybroker.DirectiveRequest\x1a\x1f.enclaverec.keybroker.Directive\x12V\n\x10SubmitModelShard\x12\x19.enclaverec.tensors.Chunk\x1a%.enclaverec.keybroker.ModelShardReply(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'enclaverec.transport.proto.keybroker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DIRECTIVEKIND']._serialized_start=879
-  _globals['_DIRECTIVEKIND']._serialized_end=955
-  _globals['_SUBMITREQUEST']._serialized_start=110
-  _globals['_SUBMITREQUEST']._serialized_end=236
-  _globals['_SUBMITREPLY']._serialized_start=238
-  _globals['_SUBMITREPLY']._serialized_end=278
-  _globals['_STATUSREQUEST']._serialized_start=280
-  _globals['_STATUSREQUEST']._serialized_end=295
-  _globals['_STATUSREPLY']._serialized_start=297
-  _globals['_STATUSREPLY']._serialized_end=331
-  _globals['_FETCHREQUEST']._serialized_start=333
-  _globals['_FETCHREQUEST']._serialized_end=347
-  _globals['_RELEASEKEYREQUEST']._serialized_start=349
-  _globals['_RELEASEKEYREQUEST']._serialized_end=381
-  _globals['_RELEASEKEYREPLY']._serialized_start=383
-  _globals['_RELEASEKEYREPLY']._serialized_end=438
-  _globals['_EVALUATIONPAYLOAD']._serialized_start=441
-  _globals['_EVALUATIONPAYLOAD']._serialized_end=698
-  _globals['_EVALUATIONREPLY']._serialized_start=700
-  _globals['_EVALUATIONREPLY']._serialized_end=717
-  _globals['_DIRECTIVEREQUEST']._serialized_start=719
-  _globals['_DIRECTIVEREQUEST']._serialized_end=774
-  _globals['_DIRECTIVE']._serialized_start=776
-  _globals['_DIRECTIVE']._serialized_end=858
-  _globals['_MODELSHARDREPLY']._serialized_start=860
-  _globals['_MODELSHARDREPLY']._serialized_end=877
-  _globals['_OWNER']._serialized_start=958
-  _globals['_OWNER']._serialized_end=1209
-  _globals['_KEYBROKER']._serialized_start=1212
-  _globals['_KEYBROKER']._serialized_end=1582
+  _globals['_SUBMITREQUEST_PARAMSERVERMRENCLAVESENTRY']._loaded_options = None
+  _globals['_SUBMITREQUEST_PARAMSERVERMRENCLAVESENTRY']._serialized_options = b'8\001'
+  _globals['_RELEASEKEYREPLY_PARAMSERVERMRENCLAVESENTRY']._loaded_options = None
+  _globals['_RELEASEKEYREPLY_PARAMSERVERMRENCLAVESENTRY']._serialized_options = b'8\001'
+  _globals['_DIRECTIVEKIND']._serialized_start=1199
+  _globals['_DIRECTIVEKIND']._serialized_end=1275
+  _globals['_SUBMITREQUEST']._serialized_start=111
+  _globals['_SUBMITREQUEST']._serialized_end=395
+  _globals['_SUBMITREQUEST_PARAMSERVERMRENCLAVESENTRY']._serialized_start=335
+  _globals['_SUBMITREQUEST_PARAMSERVERMRENCLAVESENTRY']._serialized_end=395
+  _globals['_SUBMITREPLY']._serialized_start=397
+  _globals['_SUBMITREPLY']._serialized_end=437
+  _globals['_STATUSREQUEST']._serialized_start=439
+  _globals['_STATUSREQUEST']._serialized_end=454
+  _globals['_STATUSREPLY']._serialized_start=456
+  _globals['_STATUSREPLY']._serialized_end=490
+  _globals['_FETCHREQUEST']._serialized_start=492
+  _globals['_FETCHREQUEST']._serialized_end=506
+  _globals['_RELEASEKEYREQUEST']._serialized_start=508
+  _globals['_RELEASEKEYREQUEST']._serialized_end=540
+  _globals['_RELEASEKEYREPLY']._serialized_start=543
+  _globals['_RELEASEKEYREPLY']._serialized_end=758
+  _globals['_RELEASEKEYREPLY_PARAMSERVERMRENCLAVESENTRY']._serialized_start=335
+  _globals['_RELEASEKEYREPLY_PARAMSERVERMRENCLAVESENTRY']._serialized_end=395
+  _globals['_EVALUATIONPAYLOAD']._serialized_start=761
+  _globals['_EVALUATIONPAYLOAD']._serialized_end=1018
+  _globals['_EVALUATIONREPLY']._serialized_start=1020
+  _globals['_EVALUATIONREPLY']._serialized_end=1037
+  _globals['_DIRECTIVEREQUEST']._serialized_start=1039
+  _globals['_DIRECTIVEREQUEST']._serialized_end=1094
+  _globals['_DIRECTIVE']._serialized_start=1096
+  _globals['_DIRECTIVE']._serialized_end=1178
+  _globals['_MODELSHARDREPLY']._serialized_start=1180
+  _globals['_MODELSHARDREPLY']._serialized_end=1197
+  _globals['_OWNER']._serialized_start=1278
+  _globals['_OWNER']._serialized_end=1529
+  _globals['_KEYBROKER']._serialized_start=1532
+  _globals['_KEYBROKER']._serialized_end=1902
 # @@protoc_insertion_point(module_scope)

@@ -1,7 +1,9 @@
 from enclaverec.transport.proto import tensors_pb2 as _tensors_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -18,18 +20,27 @@ CONTINUE: DirectiveKind
 STOP: DirectiveKind
 
 class SubmitRequest(_message.Message):
-    __slots__ = ("job", "dataset_id", "data_key", "server_certificate_sha256", "owner_signature")
+    __slots__ = ("job", "dataset_id", "data_key", "server_certificate_sha256", "owner_signature", "paramserver_mrenclaves")
+    class ParamserverMrenclavesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
     JOB_FIELD_NUMBER: _ClassVar[int]
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     DATA_KEY_FIELD_NUMBER: _ClassVar[int]
     SERVER_CERTIFICATE_SHA256_FIELD_NUMBER: _ClassVar[int]
     OWNER_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    PARAMSERVER_MRENCLAVES_FIELD_NUMBER: _ClassVar[int]
     job: str
     dataset_id: bytes
     data_key: bytes
     server_certificate_sha256: bytes
     owner_signature: bytes
-    def __init__(self, job: _Optional[str] = ..., dataset_id: _Optional[bytes] = ..., data_key: _Optional[bytes] = ..., server_certificate_sha256: _Optional[bytes] = ..., owner_signature: _Optional[bytes] = ...) -> None: ...
+    paramserver_mrenclaves: _containers.ScalarMap[str, bytes]
+    def __init__(self, job: _Optional[str] = ..., dataset_id: _Optional[bytes] = ..., data_key: _Optional[bytes] = ..., server_certificate_sha256: _Optional[bytes] = ..., owner_signature: _Optional[bytes] = ..., paramserver_mrenclaves: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
 
 class SubmitReply(_message.Message):
     __slots__ = ("already_submitted",)
@@ -58,12 +69,21 @@ class ReleaseKeyRequest(_message.Message):
     def __init__(self, job: _Optional[str] = ...) -> None: ...
 
 class ReleaseKeyReply(_message.Message):
-    __slots__ = ("data_key", "dataset_id")
+    __slots__ = ("data_key", "dataset_id", "paramserver_mrenclaves")
+    class ParamserverMrenclavesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
     DATA_KEY_FIELD_NUMBER: _ClassVar[int]
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    PARAMSERVER_MRENCLAVES_FIELD_NUMBER: _ClassVar[int]
     data_key: bytes
     dataset_id: bytes
-    def __init__(self, data_key: _Optional[bytes] = ..., dataset_id: _Optional[bytes] = ...) -> None: ...
+    paramserver_mrenclaves: _containers.ScalarMap[str, bytes]
+    def __init__(self, data_key: _Optional[bytes] = ..., dataset_id: _Optional[bytes] = ..., paramserver_mrenclaves: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
 
 class EvaluationPayload(_message.Message):
     __slots__ = ("epoch", "steps", "train_seconds", "train_samples", "validation_scores", "validation_labels", "test_scores", "test_labels", "test_row_ids", "bytes_pushed", "bytes_pulled")
