@@ -37,7 +37,7 @@ from enclaverec.config_tables import check_keys, get, table
 from enclaverec.data.schema import FeatureSpec
 from enclaverec.errors import ConfigError
 from enclaverec.files import read_toml
-from enclaverec.report import TEEKind
+from enclaverec.tee.kinds import TEEKind
 from enclaverec.tee.policy import PolicySpec
 from enclaverec.trainer import ModelKind, initial_model
 

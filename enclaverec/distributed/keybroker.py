@@ -51,9 +51,9 @@ from enclaverec.errors import (
     TrainingError,
 )
 from enclaverec.evaluation import binary_metrics
-from enclaverec.report import TEEKind
 from enclaverec.tee.attested_ca import EnrollmentConfig, PeerIdentity
 from enclaverec.tee.backend import EvidenceBackend
+from enclaverec.tee.kinds import TEEKind
 from enclaverec.tee.sealing import seal_file, unseal_file
 from enclaverec.tee.verifier_context import VerifierContext
 from enclaverec.transport import tensors

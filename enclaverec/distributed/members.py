@@ -13,7 +13,7 @@ import grpc
 
 from enclaverec.distributed.config import Address
 from enclaverec.errors import RequestRefusedError, TrainingError, TransportError
-from enclaverec.report import TEEKind
+from enclaverec.tee.kinds import TEEKind
 from enclaverec.tee.policy import PolicySpec
 from enclaverec.tee.role_setup import role_backend, verifier_context
 from enclaverec.transport.endpoints import ServerEndpoints

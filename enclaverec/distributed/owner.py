@@ -27,7 +27,7 @@ from enclaverec.distributed.keybroker import NO_CERTIFICATE, submission_statemen
 from enclaverec.distributed.members import refusal
 from enclaverec.distributed.result import JobResult, open_result
 from enclaverec.errors import IntegrityError, TrainingError, UsageError
-from enclaverec.report import TEEKind
+from enclaverec.tee.kinds import TEEKind
 from enclaverec.tee.role_setup import verifier_context
 from enclaverec.transport import tensors
 from enclaverec.transport.channel import AttestedChannel, ServerPin

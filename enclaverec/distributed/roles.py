@@ -8,7 +8,7 @@ from pathlib import Path
 
 from enclaverec.distributed.config import JobConfig
 from enclaverec.distributed.keybroker import KeyBroker
-from enclaverec.report import TEEKind
+from enclaverec.tee.kinds import TEEKind
 from enclaverec.tee.policy import AnyOf, Policy, PolicySpec
 from enclaverec.tee.role_setup import role_backend, verifier_context
 from enclaverec.transport.server import ListenConfig

@@ -56,7 +56,7 @@ from enclaverec.distributed.config import (
     worker_toml,
 )
 from enclaverec.errors import ConfigError, UsageError
-from enclaverec.report import TEEKind
+from enclaverec.tee.kinds import TEEKind
 from enclaverec.tee.measurement import ROLE_ISV_PROD_IDS, measured_inputs
 from enclaverec.tee.policy import PolicySpec
 

@@ -30,7 +30,7 @@ from enclaverec.federated.rounds import SelectionConfig
 from enclaverec.federated.strategies import LocalTraining, StrategyConfig
 from enclaverec.files import read_toml
 from enclaverec.paramservice.combine import RowNormalisation
-from enclaverec.report import TEEKind
+from enclaverec.tee.kinds import TEEKind
 from enclaverec.tee.policy import PolicySpec
 from enclaverec.trainer import ModelKind as ModelKind  # re-exported: its old home
 from enclaverec.trainer import initial_model

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from enclaverec.errors import ConfigError
-from enclaverec.report import TEEKind
 from enclaverec.tee.backend import EvidenceBackend, open_backend
+from enclaverec.tee.kinds import TEEKind
 from enclaverec.tee.measurement import ROLE_ISV_PROD_IDS, measured_inputs
 from enclaverec.tee.verifier_context import VerifierContext
 

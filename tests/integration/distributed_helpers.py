@@ -26,7 +26,7 @@ from enclaverec.distributed.keybroker import KeyBroker
 from enclaverec.distributed.owner import OwnerClient
 from enclaverec.distributed.roles import make_keybroker
 from enclaverec.distributed.setup import JobFiles, JobPorts, init_job, make_owner_key
-from enclaverec.report import TEEKind
+from enclaverec.tee.kinds import TEEKind
 from enclaverec.trainer import ModelKind
 from enclaverec.transport.endpoints import free_ports
 

@@ -135,7 +135,7 @@ def _measurement(value: str | None, name: str) -> bytes | None:
 def _init(args: argparse.Namespace) -> int:
     from enclaverec.data.shards import ShardManifest
     from enclaverec.distributed.setup import default_ports, init_job
-    from enclaverec.report import TEEKind
+    from enclaverec.tee.kinds import TEEKind
     from enclaverec.transport.endpoints import is_loopback
 
     shards = parse_path("shards", args.shards)

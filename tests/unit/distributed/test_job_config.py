@@ -83,7 +83,7 @@ def test_a_worker_without_a_pinned_key_broker_is_refused(job, tmp_path):
 
 def test_init_refuses_mismatched_shards_and_leaves_nothing(job, tmp_path):
     from enclaverec.distributed.setup import default_ports, init_job
-    from enclaverec.report import TEEKind
+    from enclaverec.tee.kinds import TEEKind
 
     plan = logreg_plan(tiny_dataset(), workers=3)
     with pytest.raises(UsageError, match="3 worker"):
