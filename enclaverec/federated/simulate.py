@@ -28,27 +28,12 @@ from enclaverec.federated.aggregator import AUDIT_FILE, SUMMARY_FILE
 from enclaverec.federated.config import FederatedPlan
 from enclaverec.federated.setup import FederationFiles, init_federation
 from enclaverec.tee.kinds import TEEKind
+from enclaverec.transport.endpoints import free_ports as free_ports  # shared home
 
 log = logging.getLogger(__name__)
 
 FEDERATION_DIR = "federation"
 LOGS_DIR = "logs"
-
-
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """Ports free right now on ``host`` (the OS picks them; a race with another process
-    binding the same port in between is possible but harmless: the role then fails to
-    start with a clear error)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((host, 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 @dataclass(frozen=True)

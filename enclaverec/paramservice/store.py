@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from enclaverec.arrays import Arrays, ModelLayout, ModelUpdate, SparseRows
-from enclaverec.errors import AggregationRefusedError
+from enclaverec.errors import AggregationRefusedError, NonFiniteError
 
 NEVER = -1  # "holds nothing": every array and row counts as changed
 
@@ -75,18 +75,28 @@ class ParameterStore:
     def apply(self, update: ModelUpdate, *, scale: float = 1.0) -> int:
         """``arrays += scale * update`` (only the rows it carries, for sparse tables);
         returns the new version."""
-        new_dense = {
-            name: self._arrays[name]
-            + (value if scale == 1.0 else scale * value).astype(self._arrays[name].dtype)
-            for name, value in update.dense.items()
-        }
-        new_rows = {}
-        for name, rows in update.sparse.items():
-            values = rows.values if scale == 1.0 else (scale * rows.values)
-            new_rows[name] = SparseRows(
-                rows.row_ids,
-                self._arrays[name][rows.row_ids] + values.astype(self._arrays[name].dtype),
-            )
+        # Overflow is checked below, not warned about.
+        with np.errstate(over="ignore", invalid="ignore"):
+            new_dense = {
+                name: self._arrays[name]
+                + (value if scale == 1.0 else scale * value).astype(self._arrays[name].dtype)
+                for name, value in update.dense.items()
+            }
+            new_rows = {}
+            for name, rows in update.sparse.items():
+                values = rows.values if scale == 1.0 else (scale * rows.values)
+                new_rows[name] = SparseRows(
+                    rows.row_ids,
+                    self._arrays[name][rows.row_ids] + values.astype(self._arrays[name].dtype),
+                )
+        # Finite updates can still overflow (two of 3e38 in float32): refuse before
+        # anything changes, so the store keeps the last model.
+        for name, value in [*new_dense.items(), *((n, r.values) for n, r in new_rows.items())]:
+            if not np.all(np.isfinite(value)):
+                raise NonFiniteError(
+                    f"{name} would not be finite after this change; the model is kept at "
+                    f"version {self.version}"
+                )
         return self._commit(new_dense, new_rows)
 
     def _commit(self, dense: Mapping[str, np.ndarray], rows: Mapping[str, SparseRows]) -> int:
