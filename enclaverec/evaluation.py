@@ -18,7 +18,7 @@ from enclaverec.data.schema import Examples
 from enclaverec.errors import TrainingError
 
 if TYPE_CHECKING:
-    from enclaverec.trainer import Trainer
+    from enclaverec.training import Trainer
 
 # A click is predicted when its probability reaches one half.
 DECISION_THRESHOLD = 0.5

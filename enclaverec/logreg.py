@@ -18,7 +18,7 @@ from enclaverec.data.schema import Examples, FeatureSpec
 from enclaverec.dlrm.weights import EMBEDDING_PREFIX
 from enclaverec.errors import TrainingError
 from enclaverec.gradients import BatchGradients, PulledBatch
-from enclaverec.trainer import Arrays, FitConfig, FitMetrics, StepCallback
+from enclaverec.training import Arrays, FitConfig, FitMetrics, StepCallback
 
 _EPSILON = 1e-7
 

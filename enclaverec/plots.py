@@ -13,7 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from enclaverec.errors import UsageError
-from enclaverec.trainer import EvalRecord
+from enclaverec.training import EvalRecord
 
 
 def plot_training_curves(

@@ -19,7 +19,7 @@ from enclaverec.errors import MetricsReportError, UsageError
 from enclaverec.evaluation import BinaryMetrics
 from enclaverec.files import write_atomically
 from enclaverec.tee.kinds import TEEKind
-from enclaverec.trainer import EvalRecord
+from enclaverec.training import EvalRecord
 
 METRICS_FILE = "metrics.json"
 

@@ -66,7 +66,7 @@ class BenchTrainConfig:
 def warmup_steps(steps: int) -> int:
     """Steps run before the clock starts: the same block shapes as a run of ``steps``
     (each shape is traced and compiled once), so no compilation falls in the timed part."""
-    from enclaverec.model.trainer import STEPS_PER_CALL
+    from enclaverec.model.dlrm_trainer import STEPS_PER_CALL
 
     return steps % STEPS_PER_CALL + (STEPS_PER_CALL if steps >= STEPS_PER_CALL else 0)
 
@@ -136,8 +136,8 @@ def run_train_benchmark(
     from enclaverec.data.schema import FeatureSpec
     from enclaverec.dlrm.config import KAGGLE, OptimizerKind
     from enclaverec.model._tf import tf
-    from enclaverec.model.trainer import DLRMTrainer, DLRMTrainerConfig
-    from enclaverec.trainer import FitConfig
+    from enclaverec.model.dlrm_trainer import DLRMTrainer, DLRMTrainerConfig
+    from enclaverec.training import FitConfig
 
     batch_sizes, steps, repeats = list(config.batch_sizes), config.steps, config.repeats
     warm = warmup_steps(steps)

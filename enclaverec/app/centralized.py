@@ -27,7 +27,7 @@ from enclaverec.dlrm.config import (
 )
 from enclaverec.errors import ConfigError, TrainingError
 from enclaverec.evaluation import BinaryMetrics
-from enclaverec.trainer import EvalRecord
+from enclaverec.training import EvalRecord
 
 if TYPE_CHECKING:
     from enclaverec.data.schema import DataSet
@@ -179,7 +179,7 @@ def run_centralized(
     preset = job.preset or choose_preset(train_rows)
     defaults = PRESETS[preset]
     optimizer = job.optimizer or defaults.optimizer
-    from enclaverec.trainer import CentralizedConfig, train_centralized
+    from enclaverec.training import CentralizedConfig, train_centralized
 
     loop = CentralizedConfig(
         epochs=job.epochs or defaults.epochs,
@@ -199,7 +199,7 @@ def run_centralized(
     threads = start_tensorflow_threads()
     from enclaverec.data.schema import split_sha256
     from enclaverec.evaluation import evaluate_split
-    from enclaverec.model.trainer import DLRMTrainer, DLRMTrainerConfig
+    from enclaverec.model.dlrm_trainer import DLRMTrainer, DLRMTrainerConfig
     from enclaverec.plots import plot_training_curves
     from enclaverec.report import write_metrics
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
-from enclaverec.trainer import TrainingObserver
+from enclaverec.training import TrainingObserver
 
 
 class JobEvents(Protocol):

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 from enclaverec.app.data import DataConfig, load_data, synthetic_references
 from enclaverec.app.events import JobEvents, QuietEvents
 from enclaverec.app.outputs import check_output_folder, prepare_output_folder
-from enclaverec.errors import ConfigError, TrainingError, UsageError
+from enclaverec.errors import ConfigError, TrainingError
 from enclaverec.evaluation import BinaryMetrics
 from enclaverec.federated.strategies import STRATEGIES
 from enclaverec.tee.kinds import TEEKind, check_tee_for
-from enclaverec.trainer import EvalRecord
+from enclaverec.training import EvalRecord
 
 if TYPE_CHECKING:
     from enclaverec.data.schema import DataSet
@@ -441,11 +441,3 @@ def simulate_federation(
     # run is not what was asked for: say so, after writing what was achieved.
     check_parties(run)
     return result
-
-
-def require_loopback_for_plaintext(tee: TEEKind, host: str) -> None:
-    """``--tee none`` is a measurement baseline: it never leaves loopback (DESIGN.md §4)."""
-    from enclaverec.transport.endpoints import is_loopback
-
-    if tee is TEEKind.NONE and not is_loopback(host):
-        raise UsageError(f"--tee none is a measurement baseline on loopback only, not {host}")

@@ -24,7 +24,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from enclaverec.trainer import EvalRecord, TrainingObserver
+from enclaverec.training import EvalRecord, TrainingObserver
 
 
 @lru_cache(maxsize=1)

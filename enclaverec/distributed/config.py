@@ -39,7 +39,7 @@ from enclaverec.errors import ConfigError
 from enclaverec.files import read_toml
 from enclaverec.tee.kinds import TEEKind
 from enclaverec.tee.policy import PolicySpec
-from enclaverec.trainer import ModelKind, initial_model
+from enclaverec.training import ModelKind, initial_model
 
 FORMAT_VERSION = 1
 JOB_FILE = "job.toml"

@@ -35,8 +35,8 @@ from enclaverec.files import read_toml
 from enclaverec.paramservice.combine import RowNormalisation
 from enclaverec.tee.kinds import TEEKind
 from enclaverec.tee.policy import PolicySpec
-from enclaverec.trainer import ModelKind as ModelKind  # re-exported: its old home
-from enclaverec.trainer import initial_model
+from enclaverec.training import ModelKind as ModelKind  # re-exported: its old home
+from enclaverec.training import initial_model
 
 FORMAT_VERSION = 1
 FEDERATION_FILE = "federation.toml"

@@ -35,7 +35,7 @@ from enclaverec.federated.wire import decode_layout, encode_evaluation
 from enclaverec.paramservice.codec import encode_update
 from enclaverec.paramservice.combine import RowNormalisation
 from enclaverec.paramservice.service import ParameterClient
-from enclaverec.trainer import FitConfig, Trainer
+from enclaverec.training import FitConfig, Trainer
 from enclaverec.transport import tensors
 from enclaverec.transport.proto import federated_pb2, federated_pb2_grpc
 from enclaverec.transport.session import Session

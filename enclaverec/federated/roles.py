@@ -20,7 +20,7 @@ from enclaverec.federated.party import FederatedParty, PartyOptions, PartyResult
 from enclaverec.tee.kinds import TEEKind
 from enclaverec.tee.role_setup import role_backend as role_backend
 from enclaverec.tee.role_setup import verifier_context as verifier_context
-from enclaverec.trainer import Trainer
+from enclaverec.training import Trainer
 from enclaverec.transport.endpoints import ServerEndpoints
 from enclaverec.transport.enrollment import EnrollmentCredentials
 from enclaverec.transport.server import ListenConfig
@@ -67,7 +67,7 @@ def default_trainer_factory(threads: int | None = None) -> TrainerFactory:
 
         configure_threads(ThreadSettings(intra_op=threads or available_cores(), inter_op=1))
         from enclaverec.dlrm.config import PRESETS, OptimizerKind, Preset
-        from enclaverec.model.trainer import DLRMTrainer, DLRMTrainerConfig
+        from enclaverec.model.dlrm_trainer import DLRMTrainer, DLRMTrainerConfig
 
         defaults = PRESETS[Preset(plan.preset)]
         trainer_config = DLRMTrainerConfig(

@@ -18,8 +18,8 @@ import numpy as np
 from enclaverec.data.schema import DENSE_DTYPE, SPARSE_DTYPE, Examples
 from enclaverec.errors import ConfigError, ModelFormatError, UsageError
 from enclaverec.model._tf import tf
+from enclaverec.model.dlrm_trainer import PREDICT_ROWS_PER_CALL, DLRMTrainer
 from enclaverec.model.metadata import METADATA_FILE, ModelMetadata, read_metadata
-from enclaverec.model.trainer import PREDICT_ROWS_PER_CALL, DLRMTrainer
 
 __all__ = ["METADATA_FILE", "ModelMetadata", "SavedDLRM", "export_saved_model", "read_metadata"]
 

@@ -132,7 +132,7 @@ class DLRM(keras.layers.Layer):
     """The deep-learning recommendation model: dense features through the bottom MLP,
     categorical features through their embedding tables, their interaction, and the top MLP
     to a click logit. Trained with binary cross-entropy on that logit (outside the model:
-    :mod:`enclaverec.model.trainer`)."""
+    :mod:`enclaverec.model.dlrm_trainer`)."""
 
     def __init__(self, spec: FeatureSpec, config: DLRMConfig, **kwargs) -> None:
         super().__init__(**kwargs)

@@ -7,6 +7,7 @@ import socket
 from dataclasses import dataclass
 
 from enclaverec.errors import UsageError
+from enclaverec.tee.kinds import TEEKind
 
 
 def grpc_target(host: str, port: int) -> str:
@@ -30,6 +31,12 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def require_loopback_for_plaintext(tee: TEEKind, host: str) -> None:
+    """``--tee none`` is a measurement baseline: it never leaves loopback (DESIGN.md §4)."""
+    if tee is TEEKind.NONE and not is_loopback(host):
+        raise UsageError(f"--tee none is a measurement baseline on loopback only, not {host}")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from enclaverec.distributed.owner import OwnerClient
 from enclaverec.distributed.roles import make_keybroker
 from enclaverec.distributed.setup import JobFiles, JobPorts, init_job, make_owner_key
 from enclaverec.tee.kinds import TEEKind
-from enclaverec.trainer import ModelKind
+from enclaverec.training import ModelKind
 from enclaverec.transport.endpoints import free_ports
 
 SEED = 0

@@ -5,7 +5,7 @@ from sklearn.metrics import roc_auc_score
 
 from enclaverec.data.schema import Examples, FeatureSpec
 from enclaverec.logreg import LogisticRegressionTrainer
-from enclaverec.trainer import FitConfig, Trainer
+from enclaverec.training import FitConfig, Trainer
 
 
 def planted(n: int, seed: int) -> tuple[FeatureSpec, Examples]:

@@ -4,7 +4,7 @@ import pytest
 
 from enclaverec.errors import UsageError
 from enclaverec.plots import plot_training_curves
-from enclaverec.trainer import EvalRecord
+from enclaverec.training import EvalRecord
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

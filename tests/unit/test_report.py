@@ -15,7 +15,7 @@ from enclaverec.report import (
     write_metrics,
 )
 from enclaverec.tee.kinds import TEEKind
-from enclaverec.trainer import EvalRecord
+from enclaverec.training import EvalRecord
 
 SHA = "ab" * 32
 HISTORY = [

@@ -8,7 +8,7 @@ import pytest
 
 from enclaverec.data.schema import Examples, FeatureSpec
 from enclaverec.evaluation import binary_metrics
-from enclaverec.trainer import FitConfig, Trainer
+from enclaverec.training import FitConfig, Trainer
 
 SPEC = FeatureSpec(("d0", "d1"), ("user", "item"), (6, 9))
 
@@ -30,7 +30,7 @@ def learnable_examples(rows: int, seed: int = 0) -> Examples:
 
 def dlrm(train: Examples) -> Trainer:
     from enclaverec.dlrm.config import DLRMConfig, OptimizerKind
-    from enclaverec.model.trainer import DLRMTrainer, DLRMTrainerConfig
+    from enclaverec.model.dlrm_trainer import DLRMTrainer, DLRMTrainerConfig
 
     config = DLRMConfig(embedding_dim=4, bottom_units=(8, 4), top_units=(8, 1))
     return DLRMTrainer(SPEC, DLRMTrainerConfig(config, OptimizerKind.SGD, init_seed=1), train)

@@ -9,7 +9,7 @@ import pytest
 
 from enclaverec.data.schema import Examples
 from enclaverec.errors import ConfigError, TrainingError
-from enclaverec.trainer import (
+from enclaverec.training import (
     BestTracker,
     CentralizedConfig,
     EvalRecord,
@@ -168,7 +168,7 @@ def test_the_interface_modules_import_no_tensorflow():
     import subprocess
 
     code = (
-        "import sys; import enclaverec.trainer, enclaverec.evaluation, enclaverec.report, "
+        "import sys; import enclaverec.training, enclaverec.evaluation, enclaverec.report, "
         "enclaverec.plots, enclaverec.dlrm.config, enclaverec.dlrm.weights; "
         "print(any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules))"
     )

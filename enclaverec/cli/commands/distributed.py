@@ -21,11 +21,12 @@ from enclaverec.cli.options import parse_integer, parse_path, parse_positive_flo
 from enclaverec.cli.output import stderr_console, stdout_console
 from enclaverec.cli.registry import add_command
 from enclaverec.errors import UsageError
+from enclaverec.tee.kinds import TEEKind, parse_tee, tee_choices, tee_help
+from enclaverec.transport.endpoints import require_loopback_for_plaintext
 
 log = logging.getLogger(__name__)
 
 MODELS = ("small", "kaggle", "logreg")
-TEE_CHOICES = ("simulated", "none", "gramine")
 DEFAULT_BASE_PORT = 50061
 
 
@@ -43,7 +44,7 @@ def plan_from_flags(args: argparse.Namespace, manifest: Any, workers: int, param
         worker_id,
     )
     from enclaverec.dlrm.config import PRESETS, Preset, choose_preset
-    from enclaverec.trainer import ModelKind
+    from enclaverec.training import ModelKind
 
     train_rows = manifest.split_rows["train"]
     if args.model == "logreg":
@@ -135,15 +136,12 @@ def _measurement(value: str | None, name: str) -> bytes | None:
 def _init(args: argparse.Namespace) -> int:
     from enclaverec.data.shards import ShardManifest
     from enclaverec.distributed.setup import default_ports, init_job
-    from enclaverec.tee.kinds import TEEKind
-    from enclaverec.transport.endpoints import is_loopback
 
     shards = parse_path("shards", args.shards)
     manifest = ShardManifest.load(shards)
     paramservers = parse_integer("ps", args.ps or 1, minimum=1)
-    tee = TEEKind(args.tee)
-    if tee is TEEKind.NONE and not is_loopback(args.host):
-        raise UsageError(f"--tee none is a measurement baseline on loopback only, not {args.host}")
+    tee = parse_tee(args.tee, "init")
+    require_loopback_for_plaintext(tee, args.host)
     plan = plan_from_flags(args, manifest, manifest.workers, paramservers)
     files = init_job(
         parse_path("output", args.output),
@@ -285,8 +283,8 @@ def export_model(model: Any, metrics: dict[str, Any], directory: Path, owner_con
     from enclaverec.data.schema import Examples
     from enclaverec.data.shards import ShardManifest
     from enclaverec.dlrm.config import PRESETS, Preset
+    from enclaverec.model.dlrm_trainer import DLRMTrainer, DLRMTrainerConfig
     from enclaverec.model.export import ModelMetadata, export_saved_model
-    from enclaverec.model.trainer import DLRMTrainer, DLRMTrainerConfig
 
     manifest = ShardManifest.load(owner_config.shards)
     defaults = PRESETS[Preset(metrics["preset"])]
@@ -355,7 +353,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_plan_flags(init)
     init.add_argument("--output", required=True, metavar="DIR", help="where to write (new)")
     init.add_argument(
-        "--tee", choices=TEE_CHOICES, default="simulated", help="(default: simulated)"
+        "--tee", choices=tee_choices("init"), default=tee_choices("init")[0], help=tee_help("init")
     )
     init.add_argument("--name", default="job", help="the job's name")
     init.add_argument("--host", default="127.0.0.1", help="the servers' address")

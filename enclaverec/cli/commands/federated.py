@@ -31,7 +31,6 @@ from enclaverec.app.federation import (
     build_plan,
     load_party_shares,
     model_choices,
-    require_loopback_for_plaintext,
     simulate_federation,
 )
 from enclaverec.cli.options import parse_integer, parse_path, parse_positive_float
@@ -43,6 +42,7 @@ from enclaverec.data.sources import DataSelection
 from enclaverec.errors import UsageError
 from enclaverec.federated.strategies import STRATEGIES
 from enclaverec.tee.kinds import TEEKind, parse_tee, tee_choices, tee_help
+from enclaverec.transport.endpoints import require_loopback_for_plaintext
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from enclaverec.arrays import ModelLayout, ModelUpdate
 from enclaverec.paramservice.combine import RowNormalisation, check_updates, weighted_mean
-from enclaverec.trainer import FitConfig
+from enclaverec.training import FitConfig
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from enclaverec.errors import ConfigError
 from enclaverec.federated.strategies.base import LocalTraining
 from enclaverec.federated.strategies.fedavg import FedAvg
 from enclaverec.paramservice.combine import RowNormalisation
-from enclaverec.trainer import FitConfig
+from enclaverec.training import FitConfig
 
 
 class FedProx(FedAvg):

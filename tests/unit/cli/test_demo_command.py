@@ -9,7 +9,7 @@ from enclaverec.app import demo
 from enclaverec.evaluation import BinaryMetrics
 from enclaverec.report import Mode, build_metrics
 from enclaverec.tee.kinds import TEEKind
-from enclaverec.trainer import EvalRecord
+from enclaverec.training import EvalRecord
 
 
 def fake_runner(mode: Mode, tee: TEEKind, auc: float, calls: list[str] | None = None):

@@ -23,7 +23,7 @@ from enclaverec.federated.setup import init_federation
 from enclaverec.federated.strategies import LocalTraining, StrategyConfig
 from enclaverec.federated.wire import Evaluation, encode_evaluation
 from enclaverec.paramservice.service import PushedUpdate
-from enclaverec.report import TEEKind
+from enclaverec.tee.kinds import TEEKind
 from enclaverec.transport import tensors
 from enclaverec.transport.server import ListenConfig
 

@@ -7,9 +7,9 @@ from tiny_model import make_examples
 
 from enclaverec.dlrm.config import OptimizerKind
 from enclaverec.errors import ConfigError, TrainingError, WeightMappingError
+from enclaverec.model.dlrm_trainer import STEPS_PER_CALL, DLRMTrainer, DLRMTrainerConfig
 from enclaverec.model.optimizers import ADAGRAD_EPSILON
-from enclaverec.model.trainer import STEPS_PER_CALL, DLRMTrainer, DLRMTrainerConfig
-from enclaverec.trainer import FitConfig, Trainer
+from enclaverec.training import FitConfig, Trainer
 
 
 def make_trainer(spec, config, examples, optimizer=OptimizerKind.SGD, seed=0) -> DLRMTrainer:

@@ -7,6 +7,7 @@ import pytest
 
 from enclaverec.dlrm.config import OptimizerKind
 from enclaverec.errors import ConfigError, ModelFormatError, UsageError
+from enclaverec.model.dlrm_trainer import DLRMTrainer, DLRMTrainerConfig
 from enclaverec.model.export import (
     METADATA_FILE,
     ModelMetadata,
@@ -14,7 +15,6 @@ from enclaverec.model.export import (
     export_saved_model,
     read_metadata,
 )
-from enclaverec.model.trainer import DLRMTrainer, DLRMTrainerConfig
 
 
 @pytest.fixture

@@ -15,11 +15,11 @@ from enclaverec.arrays import ModelLayout
 from enclaverec.dlrm.config import OptimizerKind
 from enclaverec.dlrm.weights import EMBEDDING_PREFIX
 from enclaverec.gradients import PulledBatch, TableBatch, batch_ids
+from enclaverec.model.dlrm_trainer import DLRMTrainer, DLRMTrainerConfig
 from enclaverec.model.sparse_gradients import DLRMGradients
-from enclaverec.model.trainer import DLRMTrainer, DLRMTrainerConfig
 from enclaverec.paramservice.optimizers import ServerOptimizerKind, make_server_optimizer
 from enclaverec.schedule import StepSchedule
-from enclaverec.trainer import CentralizedConfig
+from enclaverec.training import CentralizedConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "distributed"))
 from steps_helpers import run_distributed  # noqa: E402

@@ -3,7 +3,7 @@ pieces every scheme's training loop shares: best-weights tracking with early sto
 history of validation scores, and the centralized loop built from them.
 
 Nothing here imports TensorFlow: the TensorFlow DLRM trainer
-(:class:`enclaverec.model.trainer.DLRMTrainer`) and a numpy logistic-regression trainer
+(:class:`enclaverec.model.dlrm_trainer.DLRMTrainer`) and a numpy logistic-regression trainer
 for protocol tests both implement :class:`Trainer`, and the enclave side (aggregator,
 parameter servers) sees only numpy arrays.
 """

@@ -1,4 +1,4 @@
-"""The TensorFlow DLRM trainer: implements :class:`enclaverec.trainer.Trainer` over the
+"""The TensorFlow DLRM trainer: implements :class:`enclaverec.training.Trainer` over the
 DLRM with sparse embedding updates, and keeps its optimizer state across ``fit`` calls.
 
 Speed: the local data lives in memory as tensors; each compiled call runs a chunk of
@@ -34,7 +34,7 @@ from enclaverec.model._tf import tf
 from enclaverec.model.layers import DLRM
 from enclaverec.model.optimizers import make_rule, unique_rows
 from enclaverec.schedule import epoch_order
-from enclaverec.trainer import FitConfig, FitMetrics, StepCallback
+from enclaverec.training import FitConfig, FitMetrics, StepCallback
 
 # Steps per compiled call: large enough that Python's per-call cost (~0.1 ms) vanishes
 # against the steps, small enough for a lively progress bar. A power of two (see
