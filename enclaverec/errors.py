@@ -247,6 +247,18 @@ class EnrollmentRefusedError(VerificationError):
         self.check = check
 
 
+class RequestRefusedError(VerificationError):
+    """An attested server refused an enrolled peer's request: the peer is not a member of
+    this job in that role, its enclave is not the one pinned for its id, or it asked for
+    another job's secrets. ``check`` is the server's check identifier."""
+
+    check = "request"
+
+    def __init__(self, message: str, *, check: str = "request"):
+        super().__init__(message)
+        self.check = check
+
+
 class ManifestError(VerificationError):
     """A measured configuration or manifest does not match what was attested."""
 

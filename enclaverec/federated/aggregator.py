@@ -14,7 +14,6 @@ records who enrolled and who contributed to which round, never an update or a ke
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -26,6 +25,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from enclaverec.audit import AuditLog
 from enclaverec.data.schema import split_sha256
 from enclaverec.errors import (
     AggregationRefusedError,
@@ -60,7 +60,7 @@ from enclaverec.paramservice.service import (
 )
 from enclaverec.paramservice.store import ParameterStore
 from enclaverec.report import write_json
-from enclaverec.tee.attested_ca import EnrollmentConfig, EnrollmentRecord, PeerIdentity
+from enclaverec.tee.attested_ca import EnrollmentConfig, PeerIdentity
 from enclaverec.tee.backend import EvidenceBackend
 from enclaverec.tee.kinds import TEEKind
 from enclaverec.transport import tensors
@@ -92,23 +92,6 @@ FINISH_BYTES_PER_SECOND = 1 << 20
 def finish_grace_seconds(model_bytes: int) -> float:
     """How long a finished federation waits for its parties to receive the best model."""
     return FINISH_GRACE_SECONDS + model_bytes / FINISH_BYTES_PER_SECOND
-
-
-class AuditLog:
-    """Append-only JSON lines: enrollments, contributions, rounds, refusals; no secrets."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-
-    def write(self, event: str, **fields: Any) -> None:
-        entry = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "event": event, **fields}
-        line = json.dumps(entry, sort_keys=True, default=str)
-        with self._lock, self.path.open("a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
-
-    def enrollment(self, record: EnrollmentRecord) -> None:
-        self.write("enrolled", **record.to_dict())
 
 
 class FederatedAggregator:

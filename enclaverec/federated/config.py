@@ -24,8 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from enclaverec import config_tables
 from enclaverec.arrays import Arrays, ModelLayout
 from enclaverec.crypto.keys import parse_public_key_pem, public_key_der
 from enclaverec.data.schema import FeatureSpec
@@ -35,18 +34,12 @@ from enclaverec.federated.strategies import LocalTraining, StrategyConfig
 from enclaverec.files import read_toml
 from enclaverec.tee.kinds import TEEKind
 from enclaverec.tee.policy import PolicySpec
+from enclaverec.trainer import ModelKind as ModelKind  # re-exported: its old home
+from enclaverec.trainer import initial_model
 
 FORMAT_VERSION = 1
 FEDERATION_FILE = "federation.toml"
 PARTY_FILE = "party.toml"
-
-
-class ModelKind(enum.Enum):
-    """What the parties train: the DLRM (TensorFlow), or the numpy logistic regression
-    (``enclaverec.logreg``) that protocol, fault and security tests use."""
-
-    DLRM = "dlrm"
-    LOGREG = "logreg"
 
 
 class UpdateEncoding(enum.Enum):
@@ -57,46 +50,11 @@ class UpdateEncoding(enum.Enum):
     DENSE = "dense"
 
 
-# --- reading TOML tables strictly ------------------------------------------------------
+# --- reading TOML tables strictly (shared with the distributed configuration) ---------
 
-
-def _table(data: Mapping[str, Any], key: str, where: str, *, required: bool = True) -> dict:
-    value = data.get(key)
-    if value is None:
-        if required:
-            raise ConfigError(f"{where}: missing table [{key}]")
-        return {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}: [{key}] must be a table")
-    return value
-
-
-def _check_keys(table: Mapping[str, Any], known: set[str], where: str) -> None:
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-        )
-
-
-def _get(
-    table: Mapping[str, Any],
-    key: str,
-    kind: type | tuple[type, ...],
-    where: str,
-    default: Any = ...,
-) -> Any:
-    if key not in table:
-        if default is ...:
-            raise ConfigError(f"{where}: missing key {key}")
-        return default
-    value = table[key]
-    # bool is an int in Python: never accept true for a number.
-    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-        raise ConfigError(f"{where}: {key} has the wrong type")
-    if not isinstance(value, kind):
-        raise ConfigError(f"{where}: {key} has the wrong type")
-    return value
+_table = config_tables.table
+_check_keys = config_tables.check_keys
+_get = config_tables.get
 
 
 def load_toml_file(path: Path) -> tuple[dict[str, Any], bytes]:
@@ -217,29 +175,7 @@ class FederatedPlan:
     def initial_model(self) -> tuple[Arrays, ModelLayout]:
         """The initial global model (numpy, seeded by the plan: no TensorFlow) and its
         layout. Every party could compute the same; the aggregator's copy is the one used."""
-        if self.model is ModelKind.LOGREG:
-            from enclaverec.data.schema import Examples
-            from enclaverec.logreg import LogisticRegressionTrainer
-
-            empty = Examples(
-                np.zeros((0, self.features.num_dense), np.float32),
-                np.zeros((0, self.features.num_categorical), np.int32),
-                np.zeros(0, np.float32),
-                np.zeros(0, np.int64),
-            )
-            trainer = LogisticRegressionTrainer(self.features, empty, seed=self.seed)
-            arrays = trainer.initial_arrays()
-            return arrays, ModelLayout.of(arrays, tables=trainer.table_names())
-        from enclaverec.dlrm.config import PRESETS, Preset
-        from enclaverec.dlrm.weights import EMBEDDING_PREFIX, initial_arrays
-
-        try:
-            config = PRESETS[Preset(self.preset)].model
-        except ValueError as exc:
-            raise ConfigError(f"unknown preset {self.preset!r}") from exc
-        arrays = initial_arrays(self.features, config, seed=self.seed)
-        tables = [name for name in arrays if name.startswith(EMBEDDING_PREFIX)]
-        return arrays, ModelLayout.of(arrays, tables=tables)
+        return initial_model(self.model, self.preset, self.features, self.seed)
 
 
 # --- the aggregator's measured configuration -------------------------------------------

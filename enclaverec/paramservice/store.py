@@ -55,10 +55,6 @@ class ParameterStore:
         """A copy of every array (the caller owns it)."""
         return {name: value.copy() for name, value in self._arrays.items()}
 
-    def view(self) -> Mapping[str, np.ndarray]:
-        """The live arrays, read-only by convention: for evaluation inside the enclave."""
-        return self._arrays
-
     def changes_since(self, since: int) -> ModelChanges:
         """Dense arrays and table rows changed after version ``since`` (``NEVER``: all)."""
         if since > self.version:
@@ -75,10 +71,6 @@ class ParameterStore:
             rows = np.flatnonzero(versions > since).astype(np.int64)
             sparse[name] = SparseRows(rows, self._arrays[name][rows].copy())
         return ModelChanges(since=since, version=self.version, dense=dense, sparse=sparse)
-
-    def replace(self, arrays: Mapping[str, np.ndarray]) -> int:
-        """Set every array (e.g. after a server optimizer step computed elsewhere)."""
-        return self._commit({name: np.asarray(value) for name, value in arrays.items()}, {})
 
     def apply(self, update: ModelUpdate, *, scale: float = 1.0) -> int:
         """``arrays += scale * update`` (only the rows it carries, for sparse tables);

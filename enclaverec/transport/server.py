@@ -432,6 +432,18 @@ class AttestedServer:
         return self._ca
 
     @property
+    def enrollment_server(self) -> grpc.Server | None:
+        """The enrollment port's server (RA-TLS, no client certificate asked), for services
+        that callers without an enclave certificate must reach, such as an owner who
+        proves itself by a signature. Add them before :meth:`start`. None in the
+        baseline, which has no enrollment port.
+
+        Security: anything added here is reachable by anyone who can reach the port; each
+        RPC must authenticate its caller itself.
+        """
+        return self._enrollment[0] if self._enrollment is not None else None
+
+    @property
     def endpoints(self) -> ServerEndpoints:
         if self._endpoints is None:
             raise UsageError("the server has not been started")
