@@ -272,6 +272,11 @@ class PeerNotAttestedError(TransportError):
     """A peer presented no credentials, or credentials that were never verified."""
 
 
+class ServerBusyError(TransportError):
+    """The server refused the call because it is at its bound of calls in progress
+    (gRPC RESOURCE_EXHAUSTED): nothing was done; retry later."""
+
+
 class StorageError(EnclaveRecError):
     """A file could not be read or written (permissions, disk full, I/O error)."""
 

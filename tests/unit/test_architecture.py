@@ -19,6 +19,7 @@ ENCLAVE_SIDE = [
     "enclaverec.paramservice.store",
     "enclaverec.federated.aggregate",
     "enclaverec.transport.tensors",
+    "enclaverec.transport.serving",
     "enclaverec.tee.sealing",
     "enclaverec.data.encrypted",
 ]

@@ -1,0 +1,1 @@
+"""Benchmarks' library code: runs that measure and return figures (the CLI prints them)."""
