@@ -45,6 +45,11 @@ class MissingDependencyError(UsageError):
     """An optional install the command needs is absent; the message names the install."""
 
 
+class OutputFolderError(UsageError):
+    """An output folder cannot be used: it holds files (without ``--overwrite``), it is a
+    file, it cannot be written, or it holds what another command made."""
+
+
 class DependencyMismatchError(MissingDependencyError):
     """An optional install is present but its files are not the expected ones (another
     version, or modified): "got" and "expected" digests, and the install command."""
@@ -275,6 +280,11 @@ class PeerNotAttestedError(TransportError):
 class ServerBusyError(TransportError):
     """The server refused the call because it is at its bound of calls in progress
     (gRPC RESOURCE_EXHAUSTED): nothing was done; retry later."""
+
+
+class BarrierTimeoutError(TransportError):
+    """A distributed training step's barrier did not pass before its deadline (a worker
+    or parameter server stopped answering)."""
 
 
 class StorageError(EnclaveRecError):

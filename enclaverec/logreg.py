@@ -13,9 +13,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from enclaverec.arrays import SparseRows
 from enclaverec.data.schema import Examples, FeatureSpec
 from enclaverec.dlrm.weights import EMBEDDING_PREFIX
 from enclaverec.errors import TrainingError
+from enclaverec.gradients import BatchGradients, PulledBatch
 from enclaverec.trainer import Arrays, FitConfig, FitMetrics, StepCallback
 
 _EPSILON = 1e-7
@@ -120,3 +122,39 @@ class LogisticRegressionTrainer:
             wall_seconds=time.perf_counter() - started,
         )
         return weights, metrics
+
+
+class LogisticRegressionGradients:
+    """The gradients of the same logistic regression for one distributed step, from pulled
+    weights (no optimizer here: the parameter servers apply it). Tables are [rows, 1]."""
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        self.spec = spec
+
+    def table_names(self) -> list[str]:
+        return [EMBEDDING_PREFIX + name for name in self.spec.categorical_names]
+
+    def gradients(self, batch: PulledBatch) -> BatchGradients:
+        examples = batch.examples
+        kernel, bias = batch.dense["linear/kernel"], batch.dense["linear/bias"]
+        logits = examples.dense @ kernel + bias[0]
+        for table in batch.tables:
+            logits = logits + table.rows[table.inverse, 0]
+        probabilities = _sigmoid(logits)
+        clipped = np.clip(probabilities, _EPSILON, 1 - _EPSILON)
+        labels = examples.labels
+        loss_sum = float(-np.sum(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped)))
+        error = (probabilities - labels) / len(examples)  # d(mean BCE)/d(logit)
+        tables: dict[str, SparseRows] = {}
+        for table in batch.tables:
+            summed = np.zeros(len(table.ids), np.float64)
+            np.add.at(summed, table.inverse, error)  # repeated ids add up
+            tables[table.name] = SparseRows(table.ids, summed.astype(np.float32)[:, None])
+        return BatchGradients(
+            loss_sum=loss_sum,
+            dense={
+                "linear/kernel": (examples.dense.T @ error).astype(np.float32),
+                "linear/bias": np.array([error.sum()], np.float32),
+            },
+            tables=tables,
+        )

@@ -1,5 +1,5 @@
 """``enclaverec bench scale``: the aggregator under many light parties (issue 12); the
-measurement itself is :mod:`enclaverec.bench.scale`, this module only wires the flags and
+measurement itself is :mod:`enclaverec.app.bench_scale`, this module only wires the flags and
 prints the table."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from enclaverec.bench import scale
+    from enclaverec.app import bench_scale as scale
     from enclaverec.report import write_json
 
     config = scale.ScaleBenchConfig(

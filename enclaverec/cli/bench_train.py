@@ -26,12 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from enclaverec.cli.commands.train import (
-    parse_choice,
-    parse_integer,
-    parse_path,
-    start_tensorflow_threads,
-)
+from enclaverec.app.centralized import start_tensorflow_threads
+from enclaverec.cli.options import parse_choice, parse_integer, parse_path
 from enclaverec.cli.output import stderr_console, stdout_console
 from enclaverec.cli.registry import add_command
 from enclaverec.errors import ConfigError

@@ -53,9 +53,10 @@ from enclaverec.paramservice.service import (
     abort_refused,
 )
 from enclaverec.paramservice.store import ParameterStore
-from enclaverec.report import TEEKind, write_json
+from enclaverec.report import write_json
 from enclaverec.tee.attested_ca import EnrollmentConfig, EnrollmentRecord, PeerIdentity
 from enclaverec.tee.backend import EvidenceBackend
+from enclaverec.tee.kinds import TEEKind
 from enclaverec.transport import tensors
 from enclaverec.transport.proto import federated_pb2, federated_pb2_grpc, paramservice_pb2_grpc
 from enclaverec.transport.server import (

@@ -9,9 +9,6 @@ JSON document of the bookkeeping under ``meta``.
 
 from __future__ import annotations
 
-import io
-import json
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from enclaverec.arrays import Arrays, ModelLayout
-from enclaverec.errors import IntegrityError, MalformedInputError
+from enclaverec.errors import MalformedInputError
+from enclaverec.paramservice import checkpoint as archive
 from enclaverec.paramservice.store import ParameterStore
-from enclaverec.tee.sealing import seal_file, unseal_file
 
 CHECKPOINT_FILE = "checkpoint.sealed"
 SEALING_PURPOSE = "federated/aggregator-checkpoint"
@@ -81,26 +78,16 @@ def encode_state(state: AggregatorState, *, wall_seconds: float) -> bytes:
         arrays[f"strategy/{name}"] = value
     for name, value in (state.best_arrays or {}).items():
         arrays[f"best/{name}"] = value
-    arrays["meta"] = np.frombuffer(
-        json.dumps(state.meta(wall_seconds), sort_keys=True).encode(), np.uint8
-    )
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
+    return archive.pack(arrays, state.meta(wall_seconds))
 
 
 def decode_state(data: bytes, layout: ModelLayout) -> AggregatorState:
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-            contents = {name: archive[name] for name in archive.files}
-        meta = json.loads(contents.pop("meta").tobytes())
-    except (ValueError, OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
-        raise MalformedInputError("the checkpoint's contents are malformed") from exc
+    contents, meta = archive.unpack(data)
     if meta.get("format") != FORMAT:
         raise MalformedInputError(f"checkpoint format {meta.get('format')!r} is not {FORMAT}")
 
     def section(prefix: str) -> dict[str, np.ndarray]:
-        return {k[len(prefix) :]: v for k, v in contents.items() if k.startswith(prefix)}
+        return archive.section(contents, prefix)
 
     store_arrays = section("store/arrays/")
     if list(store_arrays) != list(layout.names):
@@ -145,7 +132,7 @@ def save_checkpoint(
 ) -> None:
     """Seal and write atomically: a crash leaves the previous checkpoint or this one."""
     plaintext = encode_state(state, wall_seconds=wall_seconds)
-    seal_file(state_dir / CHECKPOINT_FILE, sealing_key, SEALING_PURPOSE, plaintext)
+    archive.save_sealed(state_dir / CHECKPOINT_FILE, sealing_key, SEALING_PURPOSE, plaintext)
 
 
 def load_checkpoint(
@@ -155,10 +142,10 @@ def load_checkpoint(
     (modified, or sealed by another enclave) is an ``IntegrityError``: the aggregator
     refuses to start rather than silently starting over."""
     path = state_dir / CHECKPOINT_FILE
-    if not path.exists():
+    plaintext = archive.load_sealed(path, sealing_key, SEALING_PURPOSE)
+    if plaintext is None:
         return None
-    plaintext = unseal_file(path, sealing_key, SEALING_PURPOSE)
     try:
         return decode_state(plaintext, layout)
     except MalformedInputError as exc:
-        raise IntegrityError(f"{path}: {exc}") from exc
+        raise archive.integrity(path, exc) from exc

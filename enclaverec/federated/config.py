@@ -31,7 +31,7 @@ from enclaverec.federated.rounds import SelectionConfig
 from enclaverec.federated.strategies import LocalTraining, StrategyConfig
 from enclaverec.files import read_toml
 from enclaverec.paramservice.combine import RowNormalisation
-from enclaverec.report import TEEKind
+from enclaverec.tee.kinds import TEEKind
 from enclaverec.tee.policy import PolicySpec
 
 FORMAT_VERSION = 1

@@ -18,8 +18,8 @@ from enclaverec.errors import ConfigError
 from enclaverec.federated.aggregator import FederatedAggregator
 from enclaverec.federated.config import FederatedPlan, FederationConfig, ModelKind, PartyConfig
 from enclaverec.federated.party import FederatedParty, PartyOptions, PartyResult, TrainerFactory
-from enclaverec.report import TEEKind
 from enclaverec.tee.backend import EvidenceBackend, open_backend
+from enclaverec.tee.kinds import TEEKind
 from enclaverec.tee.measurement import ROLE_ISV_PROD_IDS, measured_inputs
 from enclaverec.tee.verifier_context import VerifierContext
 from enclaverec.trainer import Trainer

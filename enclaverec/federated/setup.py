@@ -44,7 +44,7 @@ from enclaverec.federated.config import (
     federation_toml,
     party_toml,
 )
-from enclaverec.report import TEEKind
+from enclaverec.tee.kinds import TEEKind
 from enclaverec.tee.measurement import ROLE_ISV_PROD_IDS, measured_inputs
 from enclaverec.tee.policy import PolicySpec
 

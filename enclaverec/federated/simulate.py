@@ -27,7 +27,7 @@ from enclaverec.errors import EnclaveRecError, TrainingError
 from enclaverec.federated.aggregator import AUDIT_FILE, SUMMARY_FILE
 from enclaverec.federated.config import FederatedPlan
 from enclaverec.federated.setup import FederationFiles, init_federation
-from enclaverec.report import TEEKind
+from enclaverec.tee.kinds import TEEKind
 
 log = logging.getLogger(__name__)
 

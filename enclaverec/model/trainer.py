@@ -33,6 +33,7 @@ from enclaverec.errors import ConfigError, TrainingError
 from enclaverec.model._tf import tf
 from enclaverec.model.layers import DLRM
 from enclaverec.model.optimizers import make_rule, unique_rows
+from enclaverec.schedule import epoch_order
 from enclaverec.trainer import FitConfig, FitMetrics, StepCallback
 
 # Steps per compiled call: large enough that Python's per-call cost (~0.1 ms) vanishes
@@ -245,8 +246,12 @@ class DLRMTrainer:
             steps_per_pass = math.ceil(self.train_rows / config.batch_size)
             passes = math.ceil(config.max_steps / steps_per_pass)
         for pass_index in range(passes):
-            rng = np.random.default_rng([config.seed, config.round_index, pass_index])
-            yield rng.permutation(self.train_rows).astype(np.int32)
+            yield epoch_order(
+                self.train_rows,
+                seed=config.seed,
+                round_index=config.round_index,
+                pass_index=pass_index,
+            )
 
     def _step_plan(self, config: FitConfig) -> list[np.ndarray]:
         """The fit's steps as index blocks: [K, batch] blocks of full batches and [1, b]

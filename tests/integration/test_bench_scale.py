@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from enclaverec.bench.scale import ScaleBenchConfig, run_scale_bench
+from enclaverec.app.bench_scale import ScaleBenchConfig, run_scale_bench
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from enclaverec.cli.commands.train import default_output, resolve_job
+from enclaverec.app.data import default_output
+from enclaverec.cli.commands.train import resolve_job
 from enclaverec.cli.main import build_parser
+from enclaverec.data.criteo import OnBadLine
 from enclaverec.dlrm.config import OptimizerKind, Preset
 from enclaverec.errors import ConfigError
 
@@ -87,11 +89,12 @@ def test_flags_override_the_file_which_overrides_defaults(tmp_path):
         'optimizer = "sgd"\noutput = "runs/x"\n'
     )
     job = resolve_job(parse("--config", str(config), "--epochs", "7", "--model", "kaggle"))
-    assert job.selection.dataset == "synthetic"
+    assert job.data.selection.dataset == "synthetic"
     assert job.epochs == 7  # the flag wins
     assert job.batch_size == 64 and job.learning_rate == 0.02  # from the file
     assert job.optimizer is OptimizerKind.SGD and job.preset is Preset.KAGGLE
-    assert job.seed == 0 and job.on_bad_line == "fail"  # defaults
+    assert job.data.seed == 0 and job.data.on_bad_line is OnBadLine.FAIL  # defaults
+    assert job.overwrite is False
     assert str(job.output) == "runs/x"
 
 
@@ -109,12 +112,12 @@ def test_without_flags_or_file_the_preset_decides(tmp_path):
 def test_a_data_flag_replaces_the_files_selection(tmp_path):
     config = tmp_path / "train.toml"
     config.write_text('[train]\ndata = ["a.tsv", "b.tsv"]\n')
-    assert resolve_job(parse("--config", str(config))).selection.paths == (
+    assert resolve_job(parse("--config", str(config))).data.selection.paths == (
         Path("a.tsv"),
         Path("b.tsv"),
     )
     job = resolve_job(parse("--config", str(config), "--dataset", "synthetic"))
-    assert job.selection.dataset == "synthetic" and job.selection.paths == ()
+    assert job.data.selection.dataset == "synthetic" and job.data.selection.paths == ()
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from enclaverec.federated.setup import init_federation
 from enclaverec.federated.strategies import LocalTraining, StrategyConfig
 from enclaverec.federated.wire import Evaluation
 from enclaverec.paramservice.service import PushedUpdate
-from enclaverec.report import TEEKind
+from enclaverec.tee.kinds import TEEKind
 from enclaverec.transport.server import ListenConfig
 
 PARTIES = ["party-0", "party-1"]

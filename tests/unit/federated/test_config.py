@@ -20,7 +20,7 @@ from enclaverec.federated.config import (
 )
 from enclaverec.federated.rounds import SelectionConfig
 from enclaverec.federated.strategies import LocalTraining, StrategyConfig
-from enclaverec.report import TEEKind
+from enclaverec.tee.kinds import TEEKind
 from enclaverec.tee.policy import PolicySpec
 
 SPEC = FeatureSpec(("d0",), ("C1", "C2"), (10, 20))

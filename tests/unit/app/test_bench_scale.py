@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from enclaverec.bench.scale import ScaleBenchConfig, ScalePoint, memory_slope_mib_per_party
+from enclaverec.app.bench_scale import ScaleBenchConfig, ScalePoint, memory_slope_mib_per_party
 from enclaverec.errors import UsageError
 
 

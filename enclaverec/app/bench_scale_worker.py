@@ -3,7 +3,7 @@ its simulated evidence backend, its data), says ``ready``, and on ``go`` runs th
 threads, each enrolling and training as a real party; prints one JSON line per party, then
 ``{"done": true}``.
 
-Run only by :mod:`enclaverec.bench.scale` (``python -m enclaverec.bench.scale_worker
+Run only by :mod:`enclaverec.app.bench_scale` (``python -m enclaverec.app.bench_scale_worker
 LISTING.json``); its output is for that module, its log on stderr.
 """
 

@@ -2,7 +2,7 @@
 time, aggregator CPU per round and peak memory, for each number of parties.
 
 Only the aggregator is measured, so the parties are light: many per process (threads of a
-few ``enclaverec.bench.scale_worker`` processes), yet each a real party: its own identity
+few ``enclaverec.app.bench_scale_worker`` processes), yet each a real party: its own identity
 key and simulated evidence, its own enrollment and mutual-TLS channel, training the numpy
 logistic regression on its own share of MovieLens-100K (real SGD on a few hundred rows).
 The aggregator is the real role, ``enclaverec federated aggregator``, in its own process:
@@ -193,7 +193,7 @@ def measure_point(
             handles.append(error_log)
             workers.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "enclaverec.bench.scale_worker", str(listing)],
+                    [sys.executable, "-m", "enclaverec.app.bench_scale_worker", str(listing)],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     stderr=error_log,

@@ -1,1 +1,0 @@
-"""Benchmarks' library code: runs that measure and return figures (the CLI prints them)."""

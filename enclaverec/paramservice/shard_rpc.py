@@ -1,0 +1,442 @@
+"""The parameter shards over gRPC: the servicer in front of a :class:`ShardServer`, and
+the worker's client that fans a step's pull, push and barrier out to every shard in
+parallel, translating global row ids to each shard's local ones (``shards.ShardMap``).
+
+Credentials are passed in: the servicer asks ``identify`` who called (the mutual-TLS
+certificate from the job's attested CA in real runs), the client runs each RPC through a
+``call`` per shard (e.g. ``ClientSession.call``). The servicer's methods are plain
+blocking functions that hold the shard's lock only briefly (``AwaitStep`` waits on a
+condition), so they run under a thread-pool server; the wait is bounded per call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent import futures
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+
+from enclaverec.arrays import ROW_ID_DTYPE, Arrays, ModelLayout, SparseRows
+from enclaverec.errors import (
+    AggregationRefusedError,
+    BarrierTimeoutError,
+    MalformedInputError,
+    StaleUpdateError,
+)
+from enclaverec.paramservice.service import Identify, abort_refused
+from enclaverec.paramservice.shard import Gradients, PulledRows, ShardServer
+from enclaverec.paramservice.shards import ShardMap
+from enclaverec.transport import tensors
+from enclaverec.transport.proto import shard_pb2, shard_pb2_grpc
+from enclaverec.transport.server import AttestedServer
+
+log = logging.getLogger(__name__)
+
+MAX_PUSH_BYTES = 256 << 20  # a step's gradients: rows of one batch plus the dense arrays
+MAX_WAIT_SECONDS = 30.0  # one AwaitStep call; the client loops up to its own deadline
+RPC_TIMEOUT_SECONDS = 120.0
+
+Call = Callable[[Callable[[grpc.Channel], object]], object]
+"""Runs an RPC on a caller's authenticated channel to one shard (``Session.call``)."""
+
+
+# --- payloads -----------------------------------------------------------------------------
+
+
+def _shapes(layout: ModelLayout) -> dict[str, tuple[int, ...]]:
+    return {name: spec.shape for name, spec in layout.specs.items()}
+
+
+def encode_rows(pulled: PulledRows, layout: ModelLayout) -> shard_pb2.RowsPayload:
+    return shard_pb2.RowsPayload(
+        applied_step=pulled.applied_step,
+        incarnation=pulled.incarnation,
+        arrays=tensors.encode_bundle(pulled.dense, pulled.tables, _shapes(layout)),
+    )
+
+
+def decode_rows(payload: shard_pb2.RowsPayload) -> PulledRows:
+    dense, tables = tensors.decode_bundle(payload.arrays)
+    return PulledRows(int(payload.applied_step), payload.incarnation, dense, tables)
+
+
+def encode_gradients(gradients: Gradients, layout: ModelLayout) -> shard_pb2.GradientPayload:
+    return shard_pb2.GradientPayload(
+        step=gradients.step,
+        rows=gradients.rows,
+        loss_sum=gradients.loss_sum,
+        pulled_step=gradients.pulled_step,
+        gradients=tensors.encode_bundle(gradients.dense, gradients.tables, _shapes(layout)),
+    )
+
+
+def decode_gradients(payload: shard_pb2.GradientPayload) -> Gradients:
+    dense, tables = tensors.decode_bundle(payload.gradients)
+    return Gradients(
+        step=int(payload.step),
+        rows=int(payload.rows),
+        loss_sum=float(payload.loss_sum),
+        pulled_step=int(payload.pulled_step),
+        dense=dense,
+        tables=tables,
+    )
+
+
+def _decode_ids(message: shard_pb2.TableRows) -> np.ndarray:
+    count, remainder = divmod(len(message.row_ids), ROW_ID_DTYPE.itemsize)
+    if remainder:
+        raise MalformedInputError(f"{message.name}: row id bytes not a multiple of 8")
+    return np.frombuffer(message.row_ids, dtype="<i8").astype(ROW_ID_DTYPE)
+
+
+# --- server ---------------------------------------------------------------------------------
+
+
+class ShardServicer(shard_pb2_grpc.ParameterShardServicer):
+    """The gRPC face of a :class:`ShardServer`. ``on_refused`` hears who sent what was
+    refused, for which step (-1 when unreadable), and why (the role's audit log)."""
+
+    def __init__(
+        self,
+        server: ShardServer,
+        identify: Identify,
+        *,
+        on_refused: Callable[[str, int, Exception], None] | None = None,
+    ) -> None:
+        self.server = server
+        self.identify = identify
+        self.on_refused = on_refused
+
+    def _refuse(self, context: grpc.ServicerContext, caller: str, step: int, exc: Exception):
+        log.warning("%s", exc)
+        if self.on_refused is not None:
+            self.on_refused(caller, step, exc)
+        if isinstance(exc, StaleUpdateError):
+            # Not the caller's fault: it should wait at the barrier or pull again.
+            context.abort(grpc.StatusCode.ABORTED, str(exc))
+        abort_refused(context, exc)
+
+    def PullRows(self, request, context):  # noqa: N802 - gRPC's naming
+        caller = self.identify(context)
+        try:
+            tables: dict[str, np.ndarray] = {}
+            for message in request.tables:
+                if message.name in tables:
+                    raise MalformedInputError(f"{message.name}: asked twice")
+                tables[message.name] = _decode_ids(message)
+            pulled = self.server.pull(caller, int(request.step), tables, bool(request.dense))
+        except (AggregationRefusedError, MalformedInputError) as exc:
+            self._refuse(context, caller, int(request.step), exc)
+        yield from tensors.to_chunks(encode_rows(pulled, self.server.layout))
+
+    def PushGradients(self, request_iterator, context):  # noqa: N802
+        caller = self.identify(context)
+        step = -1
+        try:
+            payload = tensors.from_chunks(
+                request_iterator, shard_pb2.GradientPayload, max_bytes=MAX_PUSH_BYTES
+            )
+            step = int(payload.step)
+            self.server.push(caller, decode_gradients(payload))
+        except (AggregationRefusedError, MalformedInputError) as exc:
+            self._refuse(context, caller, step, exc)
+        return shard_pb2.PushGradientsReply(accepted=True)
+
+    def AwaitStep(self, request, context):  # noqa: N802
+        caller = self.identify(context)
+        wait = float(request.wait_seconds)
+        if not 0 <= wait <= MAX_WAIT_SECONDS:  # also refuses NaN
+            wait = MAX_WAIT_SECONDS
+        try:
+            reached = self.server.await_step(int(request.step), wait)
+        except AggregationRefusedError as exc:
+            self._refuse(context, caller, int(request.step), exc)
+        return shard_pb2.StepReply(reached=reached, applied_step=self.server.applied_step)
+
+    def PullShard(self, request, context):  # noqa: N802
+        caller = self.identify(context)
+        if caller not in self.server.pushed:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{caller} is not a worker")
+        pulled = PulledRows(self.server.applied_step, self.server.incarnation, {}, {})
+        arrays = self.server.snapshot()
+        payload = shard_pb2.RowsPayload(
+            applied_step=pulled.applied_step,
+            incarnation=pulled.incarnation,
+            arrays=tensors.encode_bundle(arrays),
+        )
+        yield from tensors.to_chunks(payload)
+
+
+def add_shard_servicer(server: grpc.Server, servicer: ShardServicer) -> None:
+    shard_pb2_grpc.add_ParameterShardServicer_to_server(servicer, server)
+
+
+def serve_shard(
+    attested: AttestedServer,
+    shard: ShardServer,
+    *,
+    on_refused: Callable[[str, int, Exception], None] | None = None,
+) -> ShardServicer:
+    """Add ``shard``'s servicer to ``attested``'s application port (before its start):
+    callers are who their mutual-TLS certificate from the job's CA says (or, in the
+    ``--tee none`` baseline, who they declare)."""
+    servicer = ShardServicer(
+        shard, lambda context: attested.peer_identity(context).party_id, on_refused=on_refused
+    )
+    add_shard_servicer(attested.application_server, servicer)
+    return servicer
+
+
+# --- client ---------------------------------------------------------------------------------
+
+
+def _refusal(exc: grpc.RpcError) -> Exception:
+    """A refused RPC as the typed error the server raised (by status code)."""
+    code = exc.code()
+    details = exc.details() or str(code)
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return MalformedInputError(details)
+    if code == grpc.StatusCode.ABORTED:
+        return StaleUpdateError(details)
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return AggregationRefusedError(details)
+    return exc
+
+
+@dataclass(frozen=True)
+class PulledModel:
+    """What a worker pulled for one step: the dense arrays, the rows of each table in the
+    order of the global ids asked for, and the barrier step they reflect (the smallest
+    over the shards)."""
+
+    applied_step: int
+    dense: Arrays
+    rows: dict[str, np.ndarray]
+    wire_bytes: int
+
+
+@dataclass
+class TrafficCounter:
+    """Payload bytes a client moved (protobuf sizes, the same under every TEE mode)."""
+
+    pulled: int = 0
+    pushed: int = 0
+    calls: int = 0
+    per_shard_pulled: dict[int, int] = field(default_factory=dict)
+
+
+class ShardedClient:
+    """A worker's view of every shard: one ``call`` per shard, in shard order."""
+
+    def __init__(
+        self,
+        calls: Sequence[Call],
+        shard_map: ShardMap,
+        layout: ModelLayout,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if len(calls) != shard_map.shards:
+            raise ValueError(f"{len(calls)} shard connections, the map has {shard_map.shards}")
+        self.calls = list(calls)
+        self.shard_map = shard_map
+        self.layout = layout
+        self.clock = clock
+        self.shard_layouts = [shard_map.shard_layout(layout, s) for s in range(shard_map.shards)]
+        self.traffic = TrafficCounter()
+        # One thread per shard: gRPC calls release the GIL while they wait.
+        self._pool = (
+            futures.ThreadPoolExecutor(max_workers=shard_map.shards, thread_name_prefix="shard")
+            if shard_map.shards > 1
+            else None
+        )
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> ShardedClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _fan_out(self, work: Callable[[int], object], shards: Sequence[int]) -> list[object]:
+        if self._pool is None or len(shards) <= 1:
+            return [work(s) for s in shards]
+        jobs = [self._pool.submit(work, s) for s in shards]
+        return [job.result() for job in jobs]
+
+    def _rpc(self, shard: int, fn: Callable[[grpc.Channel], object]) -> object:
+        try:
+            return self.calls[shard](fn)
+        except grpc.RpcError as exc:
+            raise _refusal(exc) from exc
+
+    # --- pull -------------------------------------------------------------------------------
+
+    def pull(self, step: int, rows: Mapping[str, np.ndarray]) -> PulledModel:
+        """The dense arrays and the rows ``rows`` names (per table: global ids, unique and
+        ascending) for computing ``step``."""
+        requests: dict[int, shard_pb2.RowRequest] = {
+            s: shard_pb2.RowRequest(step=step, dense=s == self.shard_map.dense_shard)
+            for s in range(self.shard_map.shards)
+        }
+        placement: dict[str, dict[int, np.ndarray]] = {}
+        for name, ids in rows.items():
+            groups = self.shard_map.split_rows(self.layout, name, np.asarray(ids, ROW_ID_DTYPE))
+            placement[name] = {}
+            for shard, (positions, local) in groups.items():
+                placement[name][shard] = positions
+                requests[shard].tables.append(
+                    shard_pb2.TableRows(name=name, row_ids=local.astype("<i8").tobytes())
+                )
+        targets = [s for s, r in requests.items() if r.dense or len(r.tables)]
+
+        def pull_one(shard: int) -> tuple[PulledRows, int]:
+            request = requests[shard]
+
+            def rpc(channel: grpc.Channel) -> tuple[PulledRows, int]:
+                stub = shard_pb2_grpc.ParameterShardStub(channel)
+                payload = tensors.from_chunks(
+                    stub.PullRows(request, timeout=RPC_TIMEOUT_SECONDS), shard_pb2.RowsPayload
+                )
+                return decode_rows(payload), payload.ByteSize() + request.ByteSize()
+
+            return self._rpc(shard, rpc)  # type: ignore[return-value]
+
+        results = dict(zip(targets, self._fan_out(pull_one, targets), strict=True))
+        dense: Arrays = {}
+        wire = 0
+        applied = None
+        for pulled, size in results.values():  # type: ignore[misc]
+            wire += size
+            applied = pulled.applied_step if applied is None else min(applied, pulled.applied_step)
+            dense.update(pulled.dense)
+        if set(dense) != set(self.layout.dense_names):
+            raise MalformedInputError("the dense shard did not send every dense array")
+        gathered: dict[str, np.ndarray] = {}
+        for name, ids in rows.items():
+            spec = self.layout.specs[name]
+            out = np.empty((len(ids), *spec.shape[1:]), spec.dtype)
+            for shard, positions in placement[name].items():
+                part = results[shard][0].tables.get(name)  # type: ignore[index]
+                expected = self.shard_map.local_rows(np.asarray(ids)[positions])
+                if part is None or not np.array_equal(part.row_ids, expected):
+                    raise MalformedInputError(f"{name}: shard {shard} sent other rows")
+                out[positions] = part.values
+            gathered[name] = out
+        self.traffic.pulled += wire
+        self.traffic.calls += len(targets)
+        return PulledModel(applied or 0, dense, gathered, wire)
+
+    # --- push -------------------------------------------------------------------------------
+
+    def push(
+        self,
+        step: int,
+        *,
+        rows: int,
+        loss_sum: float,
+        pulled_step: int,
+        dense: Mapping[str, np.ndarray],
+        tables: Mapping[str, SparseRows],
+    ) -> int:
+        """Send this worker's gradients of ``step`` (tables in global row ids, unique,
+        ascending) to every shard (an empty contribution where it touched nothing, so
+        the barrier counts it). Returns the payload bytes sent."""
+        per_shard: dict[int, dict[str, SparseRows]] = {s: {} for s in range(self.shard_map.shards)}
+        for name, part in tables.items():
+            for shard, local in self.shard_map.split_sparse(self.layout, name, part).items():
+                per_shard[shard][name] = local
+        payloads: dict[int, shard_pb2.GradientPayload] = {}
+        for shard in range(self.shard_map.shards):
+            is_dense = shard == self.shard_map.dense_shard
+            contribution = Gradients(
+                step=step,
+                rows=rows,
+                # The loss travels once (with the dense shard's contribution).
+                loss_sum=loss_sum if is_dense and rows else 0.0,
+                pulled_step=pulled_step,
+                dense=dict(dense) if is_dense and rows else {},
+                tables=per_shard[shard] if rows else {},
+            )
+            payloads[shard] = encode_gradients(contribution, self.shard_layouts[shard])
+
+        def push_one(shard: int) -> int:
+            payload = payloads[shard]
+            self._rpc(
+                shard,
+                lambda channel: shard_pb2_grpc.ParameterShardStub(channel).PushGradients(
+                    tensors.to_chunks(payload), timeout=RPC_TIMEOUT_SECONDS
+                ),
+            )
+            return payload.ByteSize()
+
+        shards = list(range(self.shard_map.shards))
+        sent = sum(self._fan_out(push_one, shards))  # type: ignore[arg-type]
+        self.traffic.pushed += sent
+        self.traffic.calls += len(shards)
+        return sent
+
+    # --- barrier ----------------------------------------------------------------------------
+
+    def await_step(self, step: int, deadline_seconds: float) -> None:
+        """Return once every shard passed the barrier of ``step``; ``BarrierTimeoutError``
+        after ``deadline_seconds``."""
+        if step <= 0:
+            return
+        deadline = self.clock() + deadline_seconds
+
+        def wait_one(shard: int) -> None:
+            while True:
+                remaining = deadline - self.clock()
+                if remaining <= 0:
+                    raise BarrierTimeoutError(
+                        f"shard {shard}: step {step} not reached within {deadline_seconds:g} s"
+                    )
+                request = shard_pb2.StepRequest(
+                    step=step, wait_seconds=min(remaining, MAX_WAIT_SECONDS)
+                )
+                reply = self._rpc(
+                    shard,
+                    lambda channel, request=request: shard_pb2_grpc.ParameterShardStub(
+                        channel
+                    ).AwaitStep(request, timeout=MAX_WAIT_SECONDS + 10),
+                )
+                if reply.reached:  # type: ignore[attr-defined]
+                    return
+
+        self._fan_out(wait_one, list(range(self.shard_map.shards)))  # type: ignore[arg-type]
+        self.traffic.calls += self.shard_map.shards
+
+    # --- whole model ------------------------------------------------------------------------
+
+    def pull_model(self) -> tuple[Arrays, int]:
+        """The whole model, joined from every shard, and the smallest barrier step among
+        them (validation, the final model)."""
+
+        def pull_one(shard: int) -> tuple[Arrays, int]:
+            def rpc(channel: grpc.Channel) -> tuple[Arrays, int]:
+                payload = tensors.from_chunks(
+                    shard_pb2_grpc.ParameterShardStub(channel).PullShard(
+                        shard_pb2.ShardRequest(), timeout=RPC_TIMEOUT_SECONDS
+                    ),
+                    shard_pb2.RowsPayload,
+                )
+                dense, _ = tensors.decode_bundle(payload.arrays)
+                return dense, int(payload.applied_step)
+
+            return self._rpc(shard, rpc)  # type: ignore[return-value]
+
+        parts = self._fan_out(pull_one, list(range(self.shard_map.shards)))
+        for shard, (arrays, _) in enumerate(parts):  # type: ignore[misc]
+            expected = self.shard_layouts[shard]
+            if set(arrays) != set(expected.names):
+                raise MalformedInputError(f"shard {shard} sent other arrays")
+        whole = self.shard_map.join_model([p[0] for p in parts], self.layout)  # type: ignore[index]
+        return whole, min(p[1] for p in parts)  # type: ignore[index]

@@ -1,0 +1,316 @@
+"""Row-addressed parameter shards over gRPC (loopback, --tee none transport): pull the
+rows a batch needs, push sparse gradients, the step barrier (sync and bounded-staleness
+async), sealed checkpoints, and a refusal for every number a worker sends."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+import pytest
+
+from enclaverec.arrays import ModelLayout, SparseRows
+from enclaverec.distributed.loopback import LoopbackShards
+from enclaverec.errors import (
+    AggregationRefusedError,
+    BarrierTimeoutError,
+    ConfigError,
+    IntegrityError,
+    MalformedInputError,
+    StaleUpdateError,
+)
+from enclaverec.paramservice.optimizers import ServerOptimizerKind
+from enclaverec.paramservice.shard import (
+    Gradients,
+    ShardConfig,
+    ShardServer,
+    SyncMode,
+    resume_sealed,
+    sealed_checkpointer,
+    shard_servers,
+)
+from enclaverec.paramservice.shards import ShardMap
+from enclaverec.schedule import StepSchedule
+
+WORKERS = ("worker-0", "worker-1")
+ROWS = 40
+
+
+def model() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(3)
+    return {
+        "w": rng.standard_normal(3).astype(np.float32),
+        "embedding/C1": rng.standard_normal((ROWS, 2)).astype(np.float32),
+        "embedding/C2": rng.standard_normal((ROWS // 2, 2)).astype(np.float32),
+    }
+
+
+def layout() -> ModelLayout:
+    return ModelLayout.of(model(), tables=["embedding/C1", "embedding/C2"])
+
+
+SCHEDULE = StepSchedule(train_rows=20, batch_size=8, seed=0, epochs=1)  # batches 8, 8, 4
+
+
+def configs(shards: int, mode: SyncMode = SyncMode.SYNC, **kwargs) -> list[ShardConfig]:
+    shard_map = ShardMap(shards=shards, dense_shard=shards - 1)
+    return [
+        ShardConfig(
+            shard=s,
+            shard_map=shard_map,
+            workers=WORKERS,
+            optimizer=kwargs.pop("optimizer", ServerOptimizerKind.SGD)
+            if s == shards - 1
+            else kwargs.get("optimizer", ServerOptimizerKind.SGD),
+            learning_rate=0.5,
+            schedule=SCHEDULE,
+            mode=mode,
+            **kwargs,
+        )
+        for s in range(shards)
+    ]
+
+
+def grads(rows: list[int], value: float, table: str = "embedding/C1") -> SparseRows:
+    ids = np.array(rows, np.int64)
+    return SparseRows(ids, np.full((len(ids), 2), value, np.float32))
+
+
+@pytest.fixture(params=[1, 2], ids=["P=1", "P=2"])
+def cluster(request):
+    servers = shard_servers(configs(request.param), layout(), model())
+    with LoopbackShards(servers) as shards:
+        clients = [shards.client(w, layout()) for w in WORKERS]
+        yield servers, clients
+        for client in clients:
+            client.close()
+
+
+def test_a_synchronous_step_weights_by_rows_and_applies_once(cluster):
+    servers, (a, b) = cluster
+    start = model()
+    pulled = a.pull(1, {"embedding/C1": np.array([1, 2, 7], np.int64)})
+    assert pulled.applied_step == 0
+    np.testing.assert_array_equal(pulled.rows["embedding/C1"], start["embedding/C1"][[1, 2, 7]])
+    np.testing.assert_array_equal(pulled.dense["w"], start["w"])
+    a.push(
+        1,
+        rows=6,
+        loss_sum=3.0,
+        pulled_step=0,
+        dense={"w": np.ones(3, np.float32)},
+        tables={"embedding/C1": grads([1, 7], 1.0)},
+    )
+    with pytest.raises(BarrierTimeoutError):
+        a.await_step(1, 0.2)  # b has not pushed
+    b.push(
+        1,
+        rows=2,
+        loss_sum=1.0,
+        pulled_step=0,
+        dense={"w": np.full(3, 5.0, np.float32)},
+        tables={"embedding/C1": grads([7], 3.0), "embedding/C2": grads([4], 2.0)},
+    )
+    a.await_step(1, 5)
+    model_after, step = a.pull_model()
+    assert step == 1
+    # (6 * 1 + 2 * 5) / 8 = 2; lr 0.5
+    np.testing.assert_allclose(model_after["w"], start["w"] - 1.0, rtol=1e-6)
+    table = model_after["embedding/C1"]
+    np.testing.assert_allclose(table[1], start["embedding/C1"][1] - 0.5 * 6 / 8, rtol=1e-6)
+    np.testing.assert_allclose(table[7], start["embedding/C1"][7] - 0.5 * 12 / 8, rtol=1e-6)
+    untouched = [r for r in range(ROWS) if r not in (1, 7)]
+    np.testing.assert_array_equal(table[untouched], start["embedding/C1"][untouched])
+    np.testing.assert_allclose(
+        model_after["embedding/C2"][4], start["embedding/C2"][4] - 0.5 * 4 / 8, rtol=1e-6
+    )
+    assert sum(s.loss_sum for s in servers) == 4.0 and servers[-1].rows_done == 8
+    assert a.traffic.pulled > 0 and a.traffic.pushed > 0
+
+
+def test_a_worker_without_rows_in_a_step_still_counts_at_the_barrier(cluster):
+    servers, (a, b) = cluster
+    a.push(
+        1,
+        rows=8,
+        loss_sum=1.0,
+        pulled_step=0,
+        dense={"w": np.ones(3, np.float32)},
+        tables={"embedding/C1": grads([3], 1.0)},
+    )
+    b.push(1, rows=0, loss_sum=0.0, pulled_step=0, dense={}, tables={})
+    b.await_step(1, 5)
+    assert all(s.applied_step == 1 for s in servers)
+
+
+def _refused_without_change(servers, action, error, match):
+    before = [s.snapshot() for s in servers]
+    with pytest.raises(error, match=match):
+        action()
+    for server, old in zip(servers, before, strict=True):
+        for name, value in server.snapshot().items():
+            np.testing.assert_array_equal(value, old[name])
+        assert server.applied_step == 0
+
+
+def test_refuses_every_bad_number(cluster):
+    servers, (a, b) = cluster
+    ok = {"w": np.ones(3, np.float32)}
+
+    def push(**kwargs):
+        args = dict(
+            rows=4, loss_sum=1.0, pulled_step=0, dense=ok, tables={"embedding/C1": grads([1], 1.0)}
+        )
+        args.update(kwargs)
+        step = args.pop("step", 1)
+        a.push(step, **args)
+
+    nan = {"w": np.array([np.nan, 0, 0], np.float32)}
+    _refused_without_change(servers, lambda: push(dense=nan), AggregationRefusedError, "non-finite")
+    _refused_without_change(
+        servers,
+        lambda: push(rows=9),
+        AggregationRefusedError,
+        "9 rows for step 1, whose batch has 8",
+    )
+    _refused_without_change(
+        servers, lambda: push(loss_sum=float("inf")), AggregationRefusedError, "loss must be finite"
+    )
+    _refused_without_change(servers, lambda: push(step=2), StaleUpdateError, "expects step 1")
+    _refused_without_change(
+        servers, lambda: push(pulled_step=3), StaleUpdateError, "from the model after step 3"
+    )
+    _refused_without_change(
+        servers,
+        lambda: push(tables={"embedding/C1": grads([ROWS * 5], 1.0)}),
+        AggregationRefusedError,
+        "outside",
+    )
+    _refused_without_change(
+        servers,
+        lambda: push(
+            tables={"embedding/C1": SparseRows(np.array([3, 1]), np.ones((2, 2), np.float32))}
+        ),
+        AggregationRefusedError,
+        "unique and ascending",
+    )
+    _refused_without_change(
+        servers,
+        lambda: push(rows=1, tables={"embedding/C1": grads([1, 2, 3], 1.0)}),
+        AggregationRefusedError,
+        "rows of embedding/C1 from a batch of 1",
+    )
+    _refused_without_change(servers, lambda: a.pull(2, {}), StaleUpdateError, "wait at the barrier")
+    _refused_without_change(servers, lambda: a.pull(99, {}), AggregationRefusedError, "outside")
+    _refused_without_change(
+        servers,
+        lambda: a.pull(1, {"embedding/C1": np.arange(ROWS, dtype=np.int64)}),
+        AggregationRefusedError,
+        "at most 8",
+    )
+
+
+def test_rows_that_do_not_add_up_to_the_batch_fail_the_step(cluster):
+    servers, (a, b) = cluster
+    a.push(1, rows=3, loss_sum=1.0, pulled_step=0, dense={"w": np.ones(3, np.float32)}, tables={})
+    with pytest.raises(AggregationRefusedError, match="add up to 6, the batch has 8"):
+        b.push(
+            1, rows=3, loss_sum=1.0, pulled_step=0, dense={"w": np.ones(3, np.float32)}, tables={}
+        )
+    with pytest.raises(AggregationRefusedError, match="add up to 6"):
+        a.await_step(1, 1)
+    np.testing.assert_array_equal(servers[-1].snapshot()["w"], model()["w"])
+
+
+def test_refuses_a_caller_that_is_not_a_worker():
+    servers = shard_servers(configs(1), layout(), model())
+    with pytest.raises(AggregationRefusedError, match="mallory is not a worker"):
+        servers[0].pull("mallory", 1, {}, True)
+    with pytest.raises(AggregationRefusedError, match="mallory is not a worker"):
+        servers[0].push("mallory", Gradients(step=1, rows=0, loss_sum=0, pulled_step=0))
+    with pytest.raises(AggregationRefusedError, match="holds no dense arrays"):
+        shard_servers(configs(2), layout(), model())[0].pull("worker-0", 1, {}, True)
+    with pytest.raises(MalformedInputError, match="not a table"):
+        servers[0].pull("worker-0", 1, {"w": np.array([0])}, False)
+
+
+def test_config_refusals():
+    with pytest.raises(ConfigError, match="staleness"):
+        configs(1, staleness=2)
+    with pytest.raises(ConfigError, match="each named once"):
+        ShardConfig(0, ShardMap(), ("a", "a"), ServerOptimizerKind.SGD, 0.1, SCHEDULE)
+    with pytest.raises(ConfigError, match="learning rate"):
+        ShardConfig(0, ShardMap(), WORKERS, ServerOptimizerKind.SGD, float("nan"), SCHEDULE)
+
+
+def test_async_lets_a_worker_run_ahead_only_by_the_staleness_bound():
+    servers = shard_servers(configs(1, SyncMode.ASYNC, staleness=1), layout(), model())
+    server = servers[0]
+    start = model()["w"]
+
+    def push(worker, step, pulled, rows=4):
+        server.push(
+            worker,
+            Gradients(
+                step=step,
+                rows=rows,
+                loss_sum=0.5,
+                pulled_step=pulled,
+                dense={"w": np.ones(3, np.float32)},
+            ),
+        )
+
+    push("worker-0", 1, 0)
+    # applied on arrival, weighted by its share of the batch: 0.5 * 4/8
+    np.testing.assert_allclose(server.snapshot()["w"], start - 0.25, rtol=1e-6)
+    assert server.await_step(1, 0)  # step 1 may start: 1 - 1 <= 0 pushed by the slowest
+    assert server.await_step(2, 0) is False
+    push("worker-0", 2, 0)
+    assert server.await_step(3, 0) is False
+    with pytest.raises(StaleUpdateError, match="staler than 1"):
+        push("worker-0", 3, 0)
+    waiter_result = []
+    waiter = threading.Thread(target=lambda: waiter_result.append(server.await_step(2, 5)))
+    waiter.start()
+    push("worker-1", 1, 0)
+    waiter.join()
+    assert waiter_result == [True] and server.applied_step == 1
+
+
+def test_checkpoints_are_sealed_and_resume_bit_for_bit(tmp_path):
+    key = os.urandom(32)
+    path = tmp_path / "shard-0.sealed"
+    config = configs(1, optimizer=ServerOptimizerKind.ADAGRAD, checkpoint_every=1)[0]
+    server = ShardServer(config, layout(), model(), checkpointer=sealed_checkpointer(path, key))
+    for worker, rows in zip(WORKERS, (5, 3), strict=True):
+        server.push(
+            worker,
+            Gradients(
+                step=1,
+                rows=rows,
+                loss_sum=1.0,
+                pulled_step=0,
+                dense={"w": np.ones(3, np.float32)},
+                tables={"embedding/C2": grads([2, 3], 0.5)},
+            ),
+        )
+    assert server.checkpoints == 1
+    assert b"embedding" not in path.read_bytes()  # sealed, not an npz in the clear
+    fresh = ShardServer(config, layout(), model())
+    assert resume_sealed(fresh, path, key)
+    assert fresh.applied_step == 1
+    for name, value in server.snapshot().items():
+        np.testing.assert_array_equal(fresh.snapshot()[name], value)
+    for name, value in server.optimizer.state().items():
+        np.testing.assert_array_equal(fresh.optimizer.state()[name], value)
+    other_shard = configs(2)[0]
+    stranger = ShardServer(other_shard, layout(), ShardMap(2, 1).split_model(model(), layout())[0])
+    with pytest.raises(IntegrityError, match="checkpoint shard is 0|shards is 1"):
+        resume_sealed(stranger, path, key)
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError):
+        resume_sealed(fresh, path, key)
+    assert not resume_sealed(fresh, tmp_path / "none.sealed", key)
