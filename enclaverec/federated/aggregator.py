@@ -80,6 +80,8 @@ asks again only after an answer or an error); two leave room for a retry racing 
 of a dropped call. More would let one member hold the server's call slots."""
 RECHECK_SECONDS = 1.0
 """A waiting party is looked at again at least this often, so that it counts as seen."""
+LOCK_RETRY_SECONDS = 0.02
+"""How soon a task request looks again at state the driver is busy with."""
 
 
 class AuditLog:
@@ -273,15 +275,18 @@ class FederatedAggregator:
                 del self._waiting[party]
 
     async def _task_without_blocking(self, party: str) -> tuple[Task, int]:
-        # The lock is free nearly always and held only briefly: take it on the loop when
-        # it is free; when the driver holds it (aggregating, sealing), wait on a worker
-        # thread so that the loop keeps serving everyone else.
-        if self._cond.acquire(blocking=False):
-            try:
-                return self.coordinator.task_for(party), self.state.store.version
-            finally:
-                self._cond.release()
-        return await self.server.application_server.run_blocking(self.task_now, party)
+        # Taken on the loop when the lock is free (nearly always, and held only briefly).
+        # While the driver holds it (aggregating, sealing a checkpoint) the request waits
+        # for the driver's next notification, or looks again shortly: it never blocks the
+        # loop, nor a worker thread that pushes and pulls need.
+        while True:
+            seen = self._changed.generation
+            if self._cond.acquire(blocking=False):
+                try:
+                    return self.coordinator.task_for(party), self.state.store.version
+                finally:
+                    self._cond.release()
+            await self._changed.wait(seen, LOCK_RETRY_SECONDS)
 
     def fit_instructions(self, round_index: int) -> federated_pb2.FitInstructions:
         fit = self.strategy.configure_fit(round_index, self.plan.local)

@@ -248,7 +248,7 @@ class ListenConfig:
     host: str = "127.0.0.1"
     application_port: int = 0
     enrollment_port: int = 0
-    max_workers: int = 4
+    max_workers: int = 8
     enrollment_workers: int = 2
     max_calls: int = DEFAULT_MAX_CALLS
     max_enrollments: int = DEFAULT_MAX_ENROLLMENTS

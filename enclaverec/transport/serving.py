@@ -51,6 +51,11 @@ the event loop: it must be quick (an audit line)."""
 
 DEFAULT_MAX_CALLS = 1024
 DEFAULT_WORKERS = 4
+PREREAD_BYTES = 4 << 20
+"""A request stream is read on the event loop up to this many bytes before its handler
+runs on a worker: a whole small stream (an update, an evaluation) then costs the worker
+no round trip to the loop per message. A larger one continues from the loop as the
+handler reads it, so no more than this is buffered ahead of the handler's own checks."""
 _END = object()
 
 
@@ -157,17 +162,39 @@ class _SyncContext:
         return getattr(self._context, name)
 
 
-def _sync_requests(requests: AsyncIterator[Any], loop: asyncio.AbstractEventLoop) -> Iterator[Any]:
-    """The request stream of a call, read on the loop, as a blocking iterator for a worker."""
+async def _next_request(requests: AsyncIterator[Any]) -> Any:
+    try:
+        return await requests.__anext__()
+    except StopAsyncIteration:
+        return _END
 
-    async def next_request() -> Any:
-        try:
-            return await requests.__anext__()
-        except StopAsyncIteration:
-            return _END
 
+async def _preread(requests: AsyncIterator[Any]) -> tuple[list[Any], bool]:
+    """Up to ``PREREAD_BYTES`` of a request stream, and whether that was all of it."""
+    buffered: list[Any] = []
+    size = 0
+    while size < PREREAD_BYTES:
+        item = await _next_request(requests)
+        if item is _END:
+            return buffered, True
+        buffered.append(item)
+        size += item.ByteSize() if hasattr(item, "ByteSize") else len(item)
+    return buffered, False
+
+
+def _sync_requests(
+    buffered: list[Any],
+    complete: bool,
+    requests: AsyncIterator[Any],
+    loop: asyncio.AbstractEventLoop,
+) -> Iterator[Any]:
+    """The request stream of a call as a blocking iterator for a worker: what was read
+    ahead, then (for a long stream) the rest, read on the loop as the handler asks."""
+    yield from buffered
+    if complete:
+        return
     while True:
-        item = asyncio.run_coroutine_threadsafe(next_request(), loop).result()
+        item = asyncio.run_coroutine_threadsafe(_next_request(requests), loop).result()
         if item is _END:
             return
         yield item
@@ -386,10 +413,11 @@ class AsyncServer:
 
             return async_unary
 
-        def arguments(request: Any, context: grpc.aio.ServicerContext) -> tuple[Any, Any]:
+        async def arguments(request: Any, context: grpc.aio.ServicerContext) -> tuple[Any, Any]:
             loop = asyncio.get_running_loop()
             if hasattr(request, "__aiter__"):
-                request = _sync_requests(request, loop)
+                buffered, complete = await _preread(request)
+                request = _sync_requests(buffered, complete, request, loop)
             return request, _SyncContext(context, loop)
 
         if streaming_response:
@@ -397,7 +425,8 @@ class AsyncServer:
             async def blocking_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 await admission.enter(method, context)
                 try:
-                    responses = await self.run_blocking(behaviour, *arguments(request, context))
+                    args = await arguments(request, context)
+                    responses = await self.run_blocking(behaviour, *args)
                     while True:
                         item = await self.run_blocking(next, responses, _END)
                         if item is _END:
@@ -411,7 +440,8 @@ class AsyncServer:
         async def blocking_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             await admission.enter(method, context)
             try:
-                return await self.run_blocking(behaviour, *arguments(request, context))
+                args = await arguments(request, context)
+                return await self.run_blocking(behaviour, *args)
             finally:
                 admission.leave()
 

@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from enclaverec.errors import ConfigError
+from enclaverec.transport import serving
 from enclaverec.transport.serving import AsyncServer, ChangeSignal, ServingLimits
 
 SERVICE = "test.Serving"
@@ -146,6 +147,14 @@ def test_blocking_handlers_abort_stream_and_set_metadata_as_before(serve):
     assert total(iter([b"ab", b"cde", b""]), timeout=TIMEOUT) == b"5"
     chunks = channel.unary_stream(f"/{SERVICE}/Chunks")
     assert list(chunks(b"3", timeout=TIMEOUT)) == [b"0", b"1", b"2"]
+
+
+def test_a_stream_longer_than_the_read_ahead_reaches_the_handler_whole(serve, monkeypatch):
+    monkeypatch.setattr(serving, "PREREAD_BYTES", 4)
+    _, _, channel = serve(ServingLimits(workers=1, max_calls=8))
+    total = channel.stream_unary(f"/{SERVICE}/Total")
+    # 4 bytes are read ahead on the loop; the other 7 as the handler asks for them.
+    assert total(iter([b"ab", b"cd", b"efg", b"hijk"]), timeout=TIMEOUT) == b"11"
 
 
 def test_a_server_never_started_leaves_no_thread():
