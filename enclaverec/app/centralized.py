@@ -176,15 +176,7 @@ def run_centralized(
     if dataset is None:
         dataset = load_data(job.data)
     train_rows = len(dataset.train)
-    if job.preset is None:
-        preset = choose_preset(train_rows)
-        relation = "<" if preset is Preset.SMALL else ">="
-        events.note(
-            f"preset: {preset.value} (training split has {train_rows:,} rows {relation} "
-            f"{SMALL_PRESET_MAX_TRAIN_ROWS:,})"
-        )
-    else:
-        preset = job.preset
+    preset = job.preset or choose_preset(train_rows)
     defaults = PRESETS[preset]
     optimizer = job.optimizer or defaults.optimizer
     from enclaverec.trainer import CentralizedConfig, train_centralized
@@ -197,6 +189,12 @@ def run_centralized(
         seed=job.data.seed,
     )
     check_batch_size(loop.batch_size, train_rows)
+    if job.preset is None:
+        relation = "<" if preset is Preset.SMALL else ">="
+        events.note(
+            f"preset: {preset.value} (training split has {train_rows:,} rows {relation} "
+            f"{SMALL_PRESET_MAX_TRAIN_ROWS:,})"
+        )
     # Before any model is built: TensorFlow fixes its pools at its first operation.
     threads = start_tensorflow_threads()
     from enclaverec.data.schema import split_sha256

@@ -172,14 +172,14 @@ def build_plan(
     else:
         chosen = Preset(config.model) if config.model else choose_preset(len(dataset.train))
         defaults = PRESETS[chosen]
-        if config.model is None:
-            events.note(f"preset: {chosen.value} ({len(dataset.train):,} training rows)")
         model, preset = ModelKind.DLRM, chosen.value
         optimizer, lr = defaults.optimizer.value, defaults.learning_rate
         batch = min(defaults.batch_size, MAX_DEFAULT_LOCAL_BATCH)
     if config.batch_size is not None:
         smallest = min(len(share.train) for share in shares)
         check_batch_size(config.batch_size, smallest, flag="--batch-size")
+    if config.model is None:
+        events.note(f"preset: {preset} ({len(dataset.train):,} training rows)")
     mu = config.proximal_mu
     if mu is None:
         mu = DEFAULT_PROXIMAL_MU if config.strategy == "fedprox" else 0.0

@@ -51,7 +51,7 @@ the event loop: it must be quick (an audit line)."""
 
 DEFAULT_MAX_CALLS = 1024
 DEFAULT_WORKERS = 4
-PREREAD_BYTES = 4 << 20
+PREREAD_BYTES = 256 << 10
 """A request stream is read on the event loop up to this many bytes before its handler
 runs on a worker: a whole small stream (an update, an evaluation) then costs the worker
 no round trip to the loop per message. A larger one continues from the loop as the

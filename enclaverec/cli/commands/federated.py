@@ -199,16 +199,28 @@ def federation_setup(args: argparse.Namespace) -> FederationSetup:
 # --- init -----------------------------------------------------------------------------------
 
 
-def _parse_members(values: list[str] | None) -> dict[str, Path] | None:
+def _parse_members(
+    values: list[str] | None,
+) -> tuple[dict[str, Path] | None, dict[str, int] | None]:
+    """``--member ID=FILE.pub[:ROWS]``: each member's public key and its max_rows (required
+    unless init writes the parties' data, whose sizes give it)."""
     if not values:
-        return None
+        return None, None
     members: dict[str, Path] = {}
+    max_rows: dict[str, int] = {}
     for value in values:
-        party, sep, path = value.partition("=")
-        if not sep or not party or not path:
-            raise UsageError(f"--member takes ID=PUBLIC_KEY_FILE, got {value!r}")
+        party, sep, rest = value.partition("=")
+        path, colon, rows = rest.rpartition(":") if ":" in rest else (rest, "", "")
+        if not sep or not party or not path or (colon and not rows):
+            raise UsageError(f"--member takes ID=PUBLIC_KEY_FILE:ROWS, got {value!r}")
+        if party in members:
+            raise UsageError(f"--member names {party} twice")
         members[party] = Path(path)
-    return members
+        if colon:
+            max_rows[party] = parse_integer(f"member {party} rows", rows, minimum=1)
+    if max_rows and set(max_rows) != set(members):
+        raise UsageError("--member: give ROWS for every member or for none")
+    return members, max_rows or None
 
 
 def _measurement(value: str | None, name: str) -> bytes | None:
@@ -230,9 +242,41 @@ def _init(args: argparse.Namespace) -> int:
     tee = parse_tee(args.tee, "init")
     output = parse_path("output", args.output)
     require_loopback_for_plaintext(tee, args.host)
+    members, max_rows = _parse_members(args.member)
+    # What the aggregator would refuse, refused before any data is loaded, by the same
+    # checks (the whole configuration is checked again before init writes it).
+    from enclaverec.federated.config import check_address, check_member_keys, check_min_parties
+
+    port = parse_integer("port", args.port, minimum=1)
+    enrollment_port = parse_integer("enrollment-port", args.enrollment_port, minimum=1)
+    check_address(args.host, port, "--host/--port")
+    check_address(args.host, enrollment_port, "--host/--enrollment-port")
+    if args.min_parties:
+        check_min_parties(
+            parse_integer("min-parties", args.min_parties, minimum=1),
+            setup.parties,
+            "--min-parties",
+        )
+    if members is not None:
+        from enclaverec.crypto.keys import load_public_key, public_key_pem
+
+        check_member_keys(
+            {
+                party: public_key_pem(load_public_key(path)).decode()
+                for party, path in members.items()
+            },
+            "--member",
+        )
+    if args.no_party_data and members is not None and max_rows is None:
+        raise UsageError(
+            "--no-party-data: give each member's training rows, --member ID=FILE.pub:ROWS "
+            "(the bound on its weight)"
+        )
     events = ConsoleEvents()
     dataset, shares = load_party_shares(setup)
     plan = build_plan(setup, dataset, shares, events=events)
+    if max_rows is None and args.no_party_data:
+        max_rows = {f"party-{i}": len(share.train) for i, share in enumerate(shares)}
     files = init_federation(
         output,
         parties=setup.parties,
@@ -240,10 +284,11 @@ def _init(args: argparse.Namespace) -> int:
         tee=tee,
         parties_attest=not args.no_party_attestation,
         party_data=None if args.no_party_data else shares,
-        members=_parse_members(args.member),
+        members=members,
+        max_rows=max_rows,
         host=args.host,
-        port=parse_integer("port", args.port, minimum=1),
-        enrollment_port=parse_integer("enrollment-port", args.enrollment_port, minimum=1),
+        port=port,
+        enrollment_port=enrollment_port,
         aggregator_mrenclave=_measurement(args.aggregator_mrenclave, "aggregator-mrenclave"),
         party_mrsigner=_measurement(args.party_mrsigner, "party-mrsigner"),
         name=args.name,
@@ -402,9 +447,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     init.add_argument(
         "--member",
         action="append",
-        metavar="ID=FILE.pub",
-        help="a party's public key from `keys new` (repeat for party-0..N-1); without it, "
-        "init makes each party's key pair in its folder",
+        metavar="ID=FILE.pub:ROWS",
+        help="a party's public key from `keys new` and the most rows it trains on (the bound "
+        "on its weight; may be left out when init writes the parties' data); repeat for "
+        "party-0..N-1. Without --member, init makes each party's key pair in its folder",
     )
     init.add_argument(
         "--pccs",

@@ -127,10 +127,11 @@ def test_missing_file_exits_2(run_cli, tmp_path):
     assert code == 2 and "data file not found" in one_line(err)
 
 
-def test_existing_output_exits_2(run_cli, criteo, tmp_path):
+def test_a_non_empty_output_exits_2(run_cli, criteo, tmp_path):
     (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "mine.txt").write_text("x")
     code, out, err = run_cli("data", "prepare", "--data", criteo, "--output", tmp_path / "p")
-    assert code == 2 and "already exists" in one_line(err)
+    assert code == 2 and "refusing to write into the non-empty folder" in one_line(err)
 
 
 def test_table_size_with_a_builtin_set_exits_2(run_cli, tmp_path):

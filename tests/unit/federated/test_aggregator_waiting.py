@@ -7,17 +7,13 @@ import asyncio
 import json
 
 import pytest
-from test_aggregator_lifecycle import plan
+from test_aggregator_hardening import baseline_aggregator
 
 from enclaverec.arrays import ModelUpdate
 from enclaverec.errors import ServerBusyError
 from enclaverec.federated import aggregator as aggregator_module
 from enclaverec.federated.aggregator import AUDIT_FILE, MAX_WAITING_PER_PARTY, FederatedAggregator
-from enclaverec.federated.config import FederationConfig
 from enclaverec.federated.rounds import Phase, TaskKind
-from enclaverec.federated.setup import init_federation
-from enclaverec.report import TEEKind
-from enclaverec.transport.server import ListenConfig
 
 LONG = 60.0  # longer than the test may take: reaching it would be the failure
 
@@ -28,15 +24,7 @@ def waiting_aggregator(tmp_path, monkeypatch):
     (so it must wait) and party-1 has not. The periodic recheck is pushed out of reach, so
     only the driver's notification can wake a waiting request."""
     monkeypatch.setattr(aggregator_module, "RECHECK_SECONDS", LONG)
-    files = init_federation(
-        tmp_path / "federation", parties=2, plan=plan(), tee=TEEKind.NONE, parties_attest=False
-    )
-    aggregator = FederatedAggregator(
-        FederationConfig.load(files.federation_toml),
-        backend=None,
-        state_dir=files.aggregator_dir,
-        listen=ListenConfig(),
-    )
+    aggregator, _ = baseline_aggregator(tmp_path, 2, rounds=1)
     aggregator.coordinator.task_for("party-0")
     aggregator.coordinator.accept("party-0", Phase.FIT, 1, ModelUpdate(dense={}))
     return aggregator
