@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
@@ -56,6 +57,9 @@ PREREAD_BYTES = 256 << 10
 runs on a worker: a whole small stream (an update, an evaluation) then costs the worker
 no round trip to the loop per message. A larger one continues from the loop as the
 handler reads it, so no more than this is buffered ahead of the handler's own checks."""
+RESPONSE_BATCH = 8
+"""Responses of a blocking response stream produced per trip to a worker (each is at
+most a gRPC message, so this bounds what is made ahead of the network)."""
 _END = object()
 
 
@@ -426,12 +430,22 @@ class AsyncServer:
                 await admission.enter(method, context)
                 try:
                     args = await arguments(request, context)
-                    responses = await self.run_blocking(behaviour, *args)
+                    # The handler runs, and its responses are produced, on a worker, a few
+                    # at a time: one trip to the worker for a short stream, not one each.
+                    responses: Iterator[Any] | None = None
+
+                    def batch() -> list[Any]:
+                        nonlocal responses
+                        if responses is None:
+                            responses = iter(behaviour(*args))
+                        return list(itertools.islice(responses, RESPONSE_BATCH))
+
                     while True:
-                        item = await self.run_blocking(next, responses, _END)
-                        if item is _END:
+                        items = await self.run_blocking(batch)
+                        for item in items:
+                            yield item
+                        if len(items) < RESPONSE_BATCH:
                             return
-                        yield item
                 finally:
                     admission.leave()
 

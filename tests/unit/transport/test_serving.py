@@ -147,6 +147,11 @@ def test_blocking_handlers_abort_stream_and_set_metadata_as_before(serve):
     assert total(iter([b"ab", b"cde", b""]), timeout=TIMEOUT) == b"5"
     chunks = channel.unary_stream(f"/{SERVICE}/Chunks")
     assert list(chunks(b"3", timeout=TIMEOUT)) == [b"0", b"1", b"2"]
+    # Longer than one batch of responses made per trip to a worker.
+    many = serving.RESPONSE_BATCH * 2 + 1
+    assert list(chunks(str(many).encode(), timeout=TIMEOUT)) == [
+        str(i).encode() for i in range(many)
+    ]
 
 
 def test_a_stream_longer_than_the_read_ahead_reaches_the_handler_whole(serve, monkeypatch):
