@@ -294,6 +294,11 @@ class PeerNotAttestedError(TransportError):
     """A peer presented no credentials, or credentials that were never verified."""
 
 
+class ServerBusyError(TransportError):
+    """The server refused the call because it is at its bound of calls in progress
+    (gRPC RESOURCE_EXHAUSTED): nothing was done; retry later."""
+
+
 class BarrierTimeoutError(TransportError):
     """A distributed training step's barrier did not pass before its deadline (a worker
     or parameter server stopped answering)."""

@@ -14,6 +14,7 @@ records who enrolled and who contributed to which round, never an update or a ke
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import threading
@@ -30,6 +31,7 @@ from enclaverec.data.schema import split_sha256
 from enclaverec.errors import (
     AggregationRefusedError,
     ConfigError,
+    ServerBusyError,
     StaleUpdateError,
     TrainingError,
 )
@@ -76,6 +78,7 @@ from enclaverec.transport.server import (
     ServerIdentity,
     ServerIdentityConfig,
 )
+from enclaverec.transport.serving import ChangeSignal
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,14 @@ SUMMARY_FILE = "federation-summary.json"
 MAX_WAIT_SECONDS = 30.0
 MAX_PHASE_ATTEMPTS = 5
 FINISH_GRACE_SECONDS = 60.0
+MAX_WAITING_PER_PARTY = 2
+"""Task requests one party may have waiting at once. A well-behaved party has one (it
+asks again only after an answer or an error); two leave room for a retry racing the end
+of a dropped call. More would let one member hold the server's call slots."""
+RECHECK_SECONDS = 1.0
+"""A waiting party is looked at again at least this often, so that it counts as seen."""
+LOCK_RETRY_SECONDS = 0.02
+"""How soon a task request looks again at state the driver is busy with."""
 # The wait for parties to receive the best model grows with its size: at least this rate
 # (a slow link, a loaded machine) must suffice. A 166 MB kaggle model gets 60 + 166 s.
 FINISH_BYTES_PER_SECOND = 1 << 20
@@ -145,6 +156,10 @@ class FederatedAggregator:
             # Aggregated but not evaluated before the restart: evaluate that model now.
             self.coordinator.skip_to_evaluation()
         self._cond = threading.Condition()
+        # Wakes the task requests waiting on the server's event loop (the condition
+        # wakes threads: the driver, and nothing else waits on it for long).
+        self._changed = ChangeSignal()
+        self._waiting: dict[str, int] = {}
         # The model travels through the parameter service; pushed updates land in this
         # round's replies (under the same lock).
         self.params = ParameterService(
@@ -200,9 +215,14 @@ class FederatedAggregator:
 
     def _make_server(self, listen: ListenConfig, party_verification: Any | None) -> AttestedServer:
         options = [("grpc.max_receive_message_length", 8 << 20)]
+        # Bounds on calls in progress that every member can use at once, and no more.
+        listen = listen.sized_for(len(self.config.membership))
         if self.backend is None:
             return AttestedServer.unsafe_plaintext_baseline(
-                listen, parties=self.config.membership, application_options=options
+                listen,
+                parties=self.config.membership,
+                application_options=options,
+                on_overload=self._overloaded,
             )
         identity = ServerIdentity(self.backend, ServerIdentityConfig(self.state_dir))
         enrollment = EnrollmentConfig(
@@ -218,7 +238,18 @@ class FederatedAggregator:
             audit=self.audit.enrollment,
             refused=self._refused_enrollment,
             application_options=options,
+            on_overload=self._overloaded,
         )
+
+    def _overloaded(self, method: str, peer: str, limit: int) -> None:
+        self.audit.write("overloaded", method=method, peer=peer, limit=limit)
+
+    def _notify(self) -> None:
+        """Wake everything that waits for a change (lock held): the driver thread and the
+        parties' waiting task requests. For the driver's changes of phase only: every
+        waiting party looks again."""
+        self._cond.notify_all()
+        self._changed.notify()
 
     def _refused_enrollment(self, claimed: str, check: str, detail: str) -> None:
         # The joiner gets one answer for every membership refusal; the detail is here only.
@@ -234,17 +265,53 @@ class FederatedAggregator:
             self._attested_peers[identity.party_id] = identity.to_dict()
         return identity
 
-    def task_for(self, party: str, wait_seconds: float) -> tuple[Task, int]:
-        """The party's next task and the model version it is about (waits while there is
-        nothing to do, up to ``wait_seconds``)."""
-        deadline = time.monotonic() + min(max(wait_seconds, 0.0), MAX_WAIT_SECONDS)
+    def task_now(self, party: str) -> tuple[Task, int]:
+        """The party's task at this moment and the model version it is about."""
         with self._cond:
+            return self.coordinator.task_for(party), self.state.store.version
+
+    async def next_task(self, party: str, wait_seconds: float) -> tuple[Task, int]:
+        """The party's next task, waiting while there is nothing to do (up to
+        ``wait_seconds``). Runs on the application server's event loop: the wait holds no
+        thread, and a task is handed out the moment the driver makes it (the driver's
+        notify wakes this at once, not at a poll's end). Refuses a party that already has
+        ``MAX_WAITING_PER_PARTY`` requests waiting (``ServerBusyError``, audited)."""
+        waiting = self._waiting.get(party, 0)
+        if waiting >= MAX_WAITING_PER_PARTY:
+            self.audit.write(
+                "refused", party_id=party, reason=f"{waiting} task requests already waiting"
+            )
+            raise ServerBusyError(f"{party} already has {waiting} task requests waiting")
+        self._waiting[party] = waiting + 1
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + min(max(wait_seconds, 0.0), MAX_WAIT_SECONDS)
             while True:
-                task = self.coordinator.task_for(party)
-                remaining = deadline - time.monotonic()
+                # The generation first: a change made while we look is never missed.
+                seen = self._changed.generation
+                task, version = await self._task_without_blocking(party)
+                remaining = deadline - loop.time()
                 if task.kind is not TaskKind.WAIT or remaining <= 0 or self._failed:
-                    return task, self.state.store.version
-                self._cond.wait(min(remaining, 1.0))
+                    return task, version
+                await self._changed.wait(seen, min(remaining, RECHECK_SECONDS))
+        finally:
+            self._waiting[party] -= 1
+            if not self._waiting[party]:
+                del self._waiting[party]
+
+    async def _task_without_blocking(self, party: str) -> tuple[Task, int]:
+        # Taken on the loop when the lock is free (nearly always, and held only briefly).
+        # While the driver holds it (aggregating, sealing a checkpoint) the request waits
+        # for the driver's next notification, or looks again shortly: it never blocks the
+        # loop, nor a worker thread that pushes and pulls need.
+        while True:
+            seen = self._changed.generation
+            if self._cond.acquire(blocking=False):
+                try:
+                    return self.coordinator.task_for(party), self.state.store.version
+                finally:
+                    self._cond.release()
+            await self._changed.wait(seen, LOCK_RETRY_SECONDS)
 
     def fit_instructions(self, round_index: int) -> federated_pb2.FitInstructions:
         fit = self.strategy.configure_fit(round_index, self.plan.local)
@@ -269,7 +336,7 @@ class FederatedAggregator:
             return
         with self._cond:
             self.coordinator.mark_refused(party, Phase.FIT, step)
-            self._cond.notify_all()
+            self._cond.notify_all()  # the driver (no other party's task changed)
 
     def _accept_update(self, pushed: PushedUpdate) -> None:
         """The parameter service's sink (lock held): this round's FIT reply."""
@@ -311,6 +378,9 @@ class FederatedAggregator:
                     f"{payload.model_version}, the global model is at {self.state.store.version}"
                 )
             self.coordinator.accept(party, Phase.EVALUATE, payload.round, evaluation)
+            # Only the driver: a reply changes no one's task until the driver closes the
+            # phase (and then notifies everyone). Waking every waiting party per reply
+            # cost O(parties^2) per round (issue 12: 4 s of CPU per round at 256).
             self._cond.notify_all()
 
     def best_model(self) -> tuple[dict[str, np.ndarray], int]:
@@ -324,7 +394,7 @@ class FederatedAggregator:
         with self._cond:
             self._finished.add(party)
             self.audit.write("finished", party_id=party)
-            self._cond.notify_all()
+            self._cond.notify_all()  # the driver
 
     # --- the rounds ----------------------------------------------------------------------
 
@@ -386,7 +456,7 @@ class FederatedAggregator:
                         record = self._evaluate(round_index, replies)
                         if on_round is not None:
                             on_round(record)
-                    self._cond.notify_all()
+                    self._notify()
                     continue
                 if self.coordinator.expired_without_quorum():
                     attempts += 1
@@ -394,7 +464,7 @@ class FederatedAggregator:
                         self._failed = TrainingError(
                             f"round {self.coordinator.round}: no quorum after {attempts} deadlines"
                         )
-                        self._cond.notify_all()
+                        self._notify()
                         raise self._failed
                     log.warning(
                         "round %d %s: deadline passed with %d of %d replies (quorum %d); "
@@ -411,7 +481,7 @@ class FederatedAggregator:
                         phase=self.coordinator.phase.value,
                     )
                     self.coordinator.restart_phase()
-                    self._cond.notify_all()
+                    self._notify()
                     continue
                 self._cond.wait(min(1.0, max(self.coordinator.seconds_to_deadline(), 0.05)))
 
@@ -569,12 +639,17 @@ class AggregatorServicer(federated_pb2_grpc.AggregatorServicer):
         self.aggregator.peer(context)
         return plan_message(self.aggregator.config, self.aggregator.layout)
 
-    def GetTask(self, request, context):  # noqa: N802
-        party = self.aggregator.peer(context).party_id
+    async def GetTask(self, request, context):  # noqa: N802
+        # A long-poll: it waits on the server's event loop, holding no thread
+        # (transport/serving.py), and its blocking parts run on a worker.
+        serving = self.aggregator.server.application_server
+        party = (await serving.run_with_context(self.aggregator.peer, context)).party_id
         try:
-            task, version = self.aggregator.task_for(party, request.wait_seconds)
+            task, version = await self.aggregator.next_task(party, request.wait_seconds)
+        except ServerBusyError as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except AggregationRefusedError as exc:
-            abort_refused(context, exc)
+            await serving.run_with_context(abort_refused, context, exc)
         kind = {
             TaskKind.FIT: federated_pb2.FIT,
             TaskKind.EVALUATE: federated_pb2.EVALUATE,

@@ -72,6 +72,10 @@ class PartyResult:
     bytes_sent: dict[int, int] = field(default_factory=dict)
     train_samples: int = 0
     refusals: list[str] = field(default_factory=list)
+    polls_expired: int = 0
+    """Task requests that ended with WAIT: the aggregator had nothing for this party
+    during the whole poll. A waiting request is answered the moment a task exists, so
+    this counts only polls longer than the aggregator's phases."""
     best_round: int | None = None
     best_model: Arrays | None = field(default=None, repr=False)
     plan: FederatedPlan | None = None
@@ -177,6 +181,8 @@ class FederatedParty:
                     self._fit(task, plan, layout, trainer)
                 elif task.kind == federated_pb2.EVALUATE:
                     self._evaluate(task, layout, trainer)
+                elif task.kind == federated_pb2.WAIT:
+                    self.result.polls_expired += 1
                 elif task.kind == federated_pb2.FINISHED:
                     self.result.best_model, self.result.best_round = self._params.pull_best()
                     log.info(

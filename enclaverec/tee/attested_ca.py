@@ -76,6 +76,8 @@ DEFAULT_CLIENT_CERTIFICATE_LIFETIME = dt.timedelta(hours=1)
 MAX_CLIENT_CERTIFICATE_LIFETIME = dt.timedelta(days=1)
 DEFAULT_NONCE_LIFETIME = dt.timedelta(minutes=2)
 DEFAULT_MAX_OUTSTANDING_NONCES = 4096
+MAX_CHECKED_CERTIFICATES = 4096
+"""Client certificates whose signature check :meth:`AttestedCA.identify` remembers."""
 CA_CERTIFICATE_LIFETIME = dt.timedelta(days=30)
 CA_REISSUE_BEFORE = dt.timedelta(days=2)
 """The CA certificate is re-issued (same key, same name) when less than this remains, so a
@@ -487,6 +489,9 @@ class AttestedCA:
             CA_COMMON_NAME, organization="enclaverec", unit="SIMULATED" if simulated else None
         )
         self._certificate = self._make_ca_certificate(clock())
+        # Certificates whose issuer signature and enrollment record were checked, by their
+        # bytes: each enrolled party calls many times with the same one (issue 12).
+        self._checked: dict[bytes, tuple[x509.Certificate, PeerIdentity]] = {}
 
     @property
     def config(self) -> EnrollmentConfig:
@@ -637,18 +642,29 @@ class AttestedCA:
         """The identity in a client certificate, if this CA issued it and it is valid now.
 
         The TLS stack has already checked the chain; this repeats the checks that matter
-        (issuer signature, validity) so that a misconfigured server fails closed.
+        (issuer signature, validity) so that a misconfigured server fails closed. The
+        signature and the enrollment record of a certificate are checked once per distinct
+        certificate (the same bytes cannot change); validity and membership at every call.
         """
-        if isinstance(certificate, bytes):
-            certificate = certs.load_certificate(certificate, source="client certificate")
+        key = certificate if isinstance(certificate, bytes) else certs.certificate_der(certificate)
+        checked = self._checked.get(key)
+        if checked is None:
+            if isinstance(certificate, bytes):
+                certificate = certs.load_certificate(certificate, source="client certificate")
+            # 1. Issued by this CA's key (and name).
+            if not certs.is_signed_by(certificate, self.certificate):
+                raise CertificateError(
+                    "the client certificate was not issued by this attested CA",
+                    got=_issuer_text(certificate),
+                    expected=certs.subject_text(self.certificate),
+                )
+            checked = (certificate, self._identity_of(certificate))
+            with self._lock:
+                if len(self._checked) >= MAX_CHECKED_CERTIFICATES:
+                    self._checked.clear()  # bounded: a renewal wave starts it afresh
+                self._checked[key] = checked
+        certificate, identity = checked
         now = self._clock()
-        # 1. Issued by this CA's key (and name).
-        if not certs.is_signed_by(certificate, self.certificate):
-            raise CertificateError(
-                "the client certificate was not issued by this attested CA",
-                got=_issuer_text(certificate),
-                expected=certs.subject_text(self.certificate),
-            )
         # 2. Valid now.
         try:
             not_before = certificate.not_valid_before_utc
@@ -661,8 +677,7 @@ class AttestedCA:
                 got=f"valid {iso(not_before)} to {iso(not_after)}",
                 expected=f"valid at {iso(now)}",
             )
-        # 3. Its enrollment record, and a party that is still listed.
-        identity = self._identity_of(certificate)
+        # 3. Its enrollment record (read above), and a party that is still listed.
         self._config.public_key(identity.party_id)
         return identity
 

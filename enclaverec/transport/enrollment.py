@@ -25,6 +25,7 @@ from enclaverec.errors import (
     MalformedInputError,
     MembershipError,
     PeerNotAttestedError,
+    ServerBusyError,
     TransportError,
     UsageError,
     VerificationError,
@@ -151,6 +152,8 @@ def _refusal(exc: grpc.RpcError) -> Exception:
         return EnrollmentRefusedError(f"the server refused the enrollment: {details}", check=check)
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return MalformedInputError(f"the server found the enrollment request malformed: {details}")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return ServerBusyError(f"the server is busy enrolling others; retry later: {details}")
     return TransportError(f"enrollment failed: {code}: {details}")
 
 

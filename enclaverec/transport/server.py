@@ -8,19 +8,23 @@ context would hold no certificate even from an enrolled client; checked with grp
 a port with server authentication only; the application services get a port whose TLS
 layer refuses every client without a certificate from the attested CA, so no servicer can
 forget the check. ``docs/channels.md`` has the whole argument.
+
+Both ports are served by :class:`~enclaverec.transport.serving.AsyncServer`: a waiting
+caller (a long-poll, an enrollment queued behind others) holds no thread, and each port
+refuses calls past its bound with RESOURCE_EXHAUSTED (``docs/scale.md``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
 import threading
 from collections.abc import Callable, Collection, Sequence
-from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import grpc
 
@@ -48,6 +52,13 @@ from enclaverec.tee.verifier_context import Clock, VerifierContext, system_clock
 from enclaverec.transport.endpoints import ServerEndpoints, is_loopback
 from enclaverec.transport.enrollment import EnrollmentServicer
 from enclaverec.transport.proto import enrollment_pb2_grpc
+from enclaverec.transport.serving import (
+    DEFAULT_MAX_CALLS,
+    AsyncServer,
+    OverloadHook,
+    ServerOption,
+    ServingLimits,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +72,9 @@ ENROLLMENT_MAX_MESSAGE_BYTES = 256 * 1024
 """Enrollment messages hold a CSR and an RA-TLS certificate (a few KiB); anyone can reach
 the enrollment port, so it refuses anything larger before parsing it."""
 
-ServerOption = tuple[str, Any]
+DEFAULT_MAX_ENROLLMENTS = 256
+"""Enrollment calls in progress at once (each holds at most one request in memory and
+costs one evidence verification); past it a joiner is told to retry later."""
 BASE_SERVER_OPTIONS: tuple[ServerOption, ...] = (
     # gRPC sets SO_REUSEPORT by default: a second process could then bind the same port
     # and receive some of the connections. Refuse to share the port.
@@ -223,24 +236,51 @@ def _configuration(cert: RATLSCert, root: bytes | None) -> grpc.ServerCertificat
 
 @dataclass(frozen=True)
 class ListenConfig:
-    """Where and how the server listens. Port 0 picks a free port."""
+    """Where and how the server listens. Port 0 picks a free port.
+
+    ``max_workers`` / ``enrollment_workers``: threads that compute for each port (waiting
+    calls hold none). ``max_calls`` / ``max_enrollments``: calls in progress at once on
+    each port (waiting, queued or computing); past it a call is refused with
+    RESOURCE_EXHAUSTED. A role that knows its callers (the aggregator knows its
+    membership) sizes them with :meth:`sized_for`.
+    """
 
     host: str = "127.0.0.1"
     application_port: int = 0
     enrollment_port: int = 0
     max_workers: int = 8
     enrollment_workers: int = 2
+    max_calls: int = DEFAULT_MAX_CALLS
+    max_enrollments: int = DEFAULT_MAX_ENROLLMENTS
 
     def __post_init__(self) -> None:
         for name in ("application_port", "enrollment_port"):
             port = getattr(self, name)
             if isinstance(port, bool) or not 0 <= port < 65536:
                 raise ConfigError(f"{name} must be 0 to 65535, got {port!r}")
-        if self.max_workers < 1 or self.enrollment_workers < 1:
-            raise ConfigError("a server needs at least one worker thread")
+        # ServingLimits checks the counts (at least one worker, at least one call).
+        self.application_limits()
+        self.enrollment_limits()
+
+    def application_limits(self) -> ServingLimits:
+        return ServingLimits(workers=self.max_workers, max_calls=self.max_calls)
+
+    def enrollment_limits(self) -> ServingLimits:
+        return ServingLimits(workers=self.enrollment_workers, max_calls=self.max_enrollments)
+
+    def sized_for(self, callers: int, *, calls_per_caller: int = 4) -> ListenConfig:
+        """These settings with the call bounds raised (never lowered) to serve ``callers``
+        known callers at once: ``calls_per_caller`` application calls each (a long-poll,
+        a push or pull, an evaluation, and one to spare) and one enrollment each, plus
+        room for a few joiners who retry."""
+        return dataclasses.replace(
+            self,
+            max_calls=max(self.max_calls, callers * calls_per_caller + 64),
+            max_enrollments=max(self.max_enrollments, callers + 16),
+        )
 
 
-def _bind(server: grpc.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
+def _bind(server: AsyncServer, address: str, credentials: grpc.ServerCredentials | None) -> int:
     try:
         if credentials is None:
             port = server.add_insecure_port(address)
@@ -317,10 +357,11 @@ class AttestedServer:
         listen: ListenConfig,
         authenticator: _CertificateAuthenticator | _DeclaredAuthenticator,
         application_credentials: grpc.ServerCredentials | None,
-        enrollment: tuple[grpc.Server, grpc.ServerCredentials] | None,
+        enrollment: tuple[AsyncServer, grpc.ServerCredentials] | None,
         identity: ServerIdentity | None,
         ca: AttestedCA | None,
         application_options: Sequence[ServerOption],
+        on_overload: OverloadHook | None = None,
     ) -> None:
         self._listen = listen
         self._authenticator = authenticator
@@ -328,11 +369,11 @@ class AttestedServer:
         self._enrollment = enrollment
         self._identity = identity
         self._ca = ca
-        self.application_server = grpc.server(
-            futures.ThreadPoolExecutor(
-                max_workers=listen.max_workers, thread_name_prefix="enclaverec-app"
-            ),
+        self.application_server = AsyncServer(
+            "enclaverec-app",
+            listen.application_limits(),
             options=[*BASE_SERVER_OPTIONS, *application_options],
+            on_overload=on_overload,
         )
         self._endpoints: ServerEndpoints | None = None
 
@@ -348,13 +389,15 @@ class AttestedServer:
         refused: Callable[[str, str, str], None] | None = None,
         clock: Clock = system_clock,
         application_options: Sequence[ServerOption] = (),
+        on_overload: OverloadHook | None = None,
     ) -> AttestedServer:
         """An attested server: RA-TLS on both ports, mutual TLS on the application port.
 
         ``evidence_verification`` verifies joiners' evidence against the joiners' policy
         (required when ``enrollment.require_evidence``); ``audit`` receives one record per
         certificate issued; ``refused`` (claimed party id, check, detail) one per refused
-        enrollment.
+        enrollment; ``on_overload`` one per call refused because a port was at its bound of
+        calls in progress.
         """
         ca = AttestedCA(
             identity.ca_key,
@@ -365,14 +408,14 @@ class AttestedServer:
             clock=clock,
             simulated=identity.simulated,
         )
-        enrollment_server = grpc.server(
-            futures.ThreadPoolExecutor(
-                max_workers=listen.enrollment_workers, thread_name_prefix="enclaverec-enroll"
-            ),
+        enrollment_server = AsyncServer(
+            "enclaverec-enroll",
+            listen.enrollment_limits(),
             options=[
                 *BASE_SERVER_OPTIONS,
                 ("grpc.max_receive_message_length", ENROLLMENT_MAX_MESSAGE_BYTES),
             ],
+            on_overload=on_overload,
         )
         enrollment_pb2_grpc.add_EnrollmentServicer_to_server(
             EnrollmentServicer(ca, on_refused=refused), enrollment_server
@@ -385,6 +428,7 @@ class AttestedServer:
             identity=identity,
             ca=ca,
             application_options=application_options,
+            on_overload=on_overload,
         )
 
     @classmethod
@@ -394,6 +438,7 @@ class AttestedServer:
         *,
         parties: Collection[str] | None = None,
         application_options: Sequence[ServerOption] = (),
+        on_overload: OverloadHook | None = None,
     ) -> AttestedServer:
         """UNSAFE, for the ``--tee none`` measurement baseline only: plaintext gRPC on
         loopback, no attestation, no enrollment; a peer's identity is the party id it
@@ -417,6 +462,7 @@ class AttestedServer:
             identity=None,
             ca=None,
             application_options=application_options,
+            on_overload=on_overload,
         )
 
     @property
@@ -432,7 +478,7 @@ class AttestedServer:
         return self._ca
 
     @property
-    def enrollment_server(self) -> grpc.Server | None:
+    def enrollment_server(self) -> AsyncServer | None:
         """The enrollment port's server (RA-TLS, no client certificate asked), for services
         that callers without an enclave certificate must reach, such as an owner who
         proves itself by a signature. Add them before :meth:`start`. None in the
@@ -489,11 +535,12 @@ class AttestedServer:
         return self._authenticator.identify(context)
 
     def stop(self, grace: float | None = None) -> None:
-        events = [self.application_server.stop(grace)]
-        if self._enrollment is not None:
-            events.append(self._enrollment[0].stop(grace))
-        for event in events:
-            event.wait()
+        """Stop both ports (calls in progress get ``grace`` seconds); returns when done."""
+        try:
+            self.application_server.stop(grace)
+        finally:
+            if self._enrollment is not None:
+                self._enrollment[0].stop(grace)
 
     def __enter__(self) -> AttestedServer:
         return self

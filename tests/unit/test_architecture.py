@@ -28,6 +28,7 @@ ENCLAVE_SIDE = [
     "enclaverec.gradients",
     "enclaverec.federated.aggregate",
     "enclaverec.transport.tensors",
+    "enclaverec.transport.serving",
     "enclaverec.tee.sealing",
     "enclaverec.data.encrypted",
 ]

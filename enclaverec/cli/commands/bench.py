@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from enclaverec.cli import bench_crypto, bench_federated, bench_train
+from enclaverec.cli import bench_crypto, bench_federated, bench_scale, bench_train
 from enclaverec.cli.registry import add_command
 
 
@@ -19,3 +19,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench_train.register(sub)
     bench_crypto.register(sub)
     bench_federated.register(sub)
+    bench_scale.register(sub)

@@ -199,9 +199,9 @@ def test_a_party_that_never_confirms_ends_the_wait_after_the_grace(tmp_path):
             coordinator.task_for(party)
             coordinator.accept(party, phase, 1, ModelUpdate(dense={}))
         coordinator.close_phase()
-    assert aggregator.task_for("party-0", 0)[0].kind is TaskKind.FINISHED
+    assert aggregator.task_now("party-0")[0].kind is TaskKind.FINISHED
     aggregator.mark_finished("party-0")  # party-1 got FINISHED but never confirms
-    aggregator.task_for("party-1", 0)
+    aggregator.task_now("party-1")
     result: dict = {}
     thread = threading.Thread(target=lambda: result.update(aggregator.run()), daemon=True)
     thread.start()

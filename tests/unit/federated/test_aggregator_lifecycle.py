@@ -132,7 +132,7 @@ def run_in_thread(aggregator: FederatedAggregator) -> threading.Thread:
 def test_a_finished_federation_does_not_wait_for_a_party_gone_for_a_deadline(done_aggregator):
     aggregator, clock = done_aggregator
     clock.now = 3 * DEADLINE  # party-1 was last seen at 0: it crashed
-    assert aggregator.task_for("party-0", 0)[0].kind is TaskKind.FINISHED
+    assert aggregator.task_now("party-0")[0].kind is TaskKind.FINISHED
     aggregator.mark_finished("party-0")
 
     thread = run_in_thread(aggregator)
@@ -143,7 +143,7 @@ def test_a_finished_federation_does_not_wait_for_a_party_gone_for_a_deadline(don
 def test_a_finished_federation_waits_for_a_party_still_around(done_aggregator):
     aggregator, clock = done_aggregator
     clock.now = DEADLINE / 2
-    assert aggregator.task_for("party-0", 0)[0].kind is TaskKind.FINISHED
+    assert aggregator.task_now("party-0")[0].kind is TaskKind.FINISHED
     aggregator.mark_finished("party-0")
 
     thread = run_in_thread(aggregator)

@@ -405,6 +405,17 @@ def test_identify_refuses_an_expired_certificate(issued, clock):
         ca.identify(result.certificate)
 
 
+def test_identify_remembers_the_signature_check_but_not_the_validity(issued, clock):
+    """A certificate identified once (its signature check remembered) is still refused
+    once it expires, and the same bytes from PEM and from the object agree."""
+    ca, result = issued
+    first = ca.identify(result.certificate)
+    assert ca.identify(result.certificate) == first
+    clock.now += dt.timedelta(hours=1, seconds=1)
+    with pytest.raises(CertificateError, match="not valid now"):
+        ca.identify(result.certificate)
+
+
 def test_identify_refuses_a_certificate_not_yet_valid(issued, clock):
     ca, result = issued
     clock.now -= dt.timedelta(minutes=10)

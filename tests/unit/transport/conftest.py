@@ -87,6 +87,8 @@ def start_server(tmp_path: Path, live_pki, aggregator_backend, both_required):
         joiners=(PARTY_MRENCLAVE,),
         identity_config: ServerIdentityConfig | None = None,
         listen_on=None,
+        listen: ListenConfig | None = None,
+        on_overload=None,
     ):
         identity = ServerIdentity(
             server_backend or aggregator_backend,
@@ -95,16 +97,20 @@ def start_server(tmp_path: Path, live_pki, aggregator_backend, both_required):
         server = AttestedServer.create(
             identity,
             enrollment or both_required,
-            ListenConfig()
-            if listen_on is None
-            else ListenConfig(
-                application_port=listen_on.application_port,
-                enrollment_port=listen_on.enrollment_port,
+            listen
+            or (
+                ListenConfig()
+                if listen_on is None
+                else ListenConfig(
+                    application_port=listen_on.application_port,
+                    enrollment_port=listen_on.enrollment_port,
+                )
             ),
             evidence_verification=verification(live_pki, *joiners),
             audit=audit,
             refused=refused,
             clock=ca_clock,
+            on_overload=on_overload,
         )
         echo = attach(server)
         server.start()

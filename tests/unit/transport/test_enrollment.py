@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import threading
 
 import grpc
 import pytest
@@ -23,6 +24,7 @@ from enclaverec.errors import (
     EnrollmentRefusedError,
     MalformedInputError,
     MrEnclaveError,
+    ServerBusyError,
     UsageError,
 )
 from enclaverec.tee.attested_ca import (
@@ -579,3 +581,42 @@ def test_the_client_refuses_a_certificate_issued_for_another_key(member_key):
                 enroll(channel, bytes(32), credentials)
     finally:
         server.stop(0)
+
+
+def test_enrollments_past_the_bound_are_refused_as_busy_then_served(start_server, open_session):
+    """One enrollment in progress (held inside the CA by its audit hook) fills a port bound
+    to one: the next joiner is refused with ServerBusyError before any work, the refusal
+    is reported, and once the first is done the port serves again."""
+    inside, release = threading.Event(), threading.Event()
+    overloads: list[tuple[str, int]] = []
+
+    def slow_audit(record) -> None:
+        inside.set()
+        release.wait(30)
+
+    server, _ = start_server(
+        audit=slow_audit,
+        listen=ListenConfig(max_enrollments=1),
+        on_overload=lambda method, peer, limit: overloads.append((method, limit)),
+    )
+    first = open_session(server.endpoints)
+    opened: list[BaseException | None] = []
+
+    def open_first() -> None:
+        try:
+            first.open()
+            opened.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            opened.append(exc)
+
+    thread = threading.Thread(target=open_first)
+    thread.start()
+    assert inside.wait(30)
+    second = open_session(server.endpoints)
+    with pytest.raises(ServerBusyError, match="busy"):
+        second.open()
+    assert overloads == [("/enclaverec.enrollment.Enrollment/Challenge", 1)]
+    release.set()
+    thread.join(30)
+    assert opened == [None]
+    assert second.call(who_am_i)["party_id"] == "p0"
