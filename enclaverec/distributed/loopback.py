@@ -27,8 +27,12 @@ class LoopbackShards:
         servers: Sequence[ShardServer],
         *,
         on_refused: Callable[[str, int, Exception], None] | None = None,
+        model_readers: frozenset[str] = frozenset(),
+        other_peers: tuple[str, ...] = (),
         max_workers: int = 16,
     ) -> None:
+        """``model_readers`` may pull whole shards; ``other_peers`` may connect (and be
+        refused by the shards: for tests)."""
         if [s.config.shard for s in servers] != list(range(len(servers))):
             raise ValueError("one server per shard, in shard order")
         self.servers = list(servers)
@@ -37,9 +41,9 @@ class LoopbackShards:
         for server in servers:
             attested = AttestedServer.unsafe_plaintext_baseline(
                 ListenConfig(host="127.0.0.1", max_workers=max_workers),
-                parties=server.config.workers,
+                parties=(*server.config.workers, *model_readers, *other_peers),
             )
-            serve_shard(attested, server, on_refused=on_refused)
+            serve_shard(attested, server, on_refused=on_refused, model_readers=model_readers)
             attested.start()
             self._grpc.append(attested)
 

@@ -9,7 +9,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from enclaverec.crypto import keys
 from enclaverec.data.prepared import load_prepared
@@ -18,10 +17,8 @@ from enclaverec.errors import ConfigError
 from enclaverec.federated.aggregator import FederatedAggregator
 from enclaverec.federated.config import FederatedPlan, FederationConfig, ModelKind, PartyConfig
 from enclaverec.federated.party import FederatedParty, PartyOptions, PartyResult, TrainerFactory
+from enclaverec.paramservice.roles import role_backend, verifier_context
 from enclaverec.report import TEEKind
-from enclaverec.tee.backend import EvidenceBackend, open_backend
-from enclaverec.tee.measurement import ROLE_ISV_PROD_IDS, measured_inputs
-from enclaverec.tee.verifier_context import VerifierContext
 from enclaverec.trainer import Trainer
 from enclaverec.transport.endpoints import ServerEndpoints
 from enclaverec.transport.enrollment import EnrollmentCredentials
@@ -29,43 +26,6 @@ from enclaverec.transport.server import ListenConfig
 from enclaverec.transport.session import ClientSession, Session
 
 log = logging.getLogger(__name__)
-
-
-def role_backend(
-    role: str,
-    tee: TEEKind,
-    raw_config: bytes,
-    simulation_dir: Path | None,
-    attestation_dir: Path | None = None,
-) -> EvidenceBackend | None:
-    """The role's evidence backend: None for ``--tee none``; the simulated backend over
-    the role's software measurement; or Gramine's ``/dev/attestation``."""
-    if tee is TEEKind.NONE:
-        return None
-    if tee is TEEKind.SIMULATED:
-        return open_backend(
-            "simulated",
-            simulation_folder=simulation_dir,
-            measured_inputs=measured_inputs(role, raw_config),
-            isv_prod_id=ROLE_ISV_PROD_IDS[role],
-        )
-    kwargs: dict[str, Any] = {"attestation_dir": attestation_dir} if attestation_dir else {}
-    return open_backend("gramine", **kwargs)
-
-
-def verifier_context(
-    tee: TEEKind, policy: Any, simulation_dir: Path | None, pccs_url: str | None
-) -> VerifierContext:
-    if tee is TEEKind.SIMULATED:
-        if simulation_dir is None:
-            raise ConfigError("a simulated TEE needs its simulation deployment folder")
-        return VerifierContext.for_simulation(simulation_dir, policy.build())
-    if not pccs_url:
-        raise ConfigError(
-            "verifying real SGX evidence needs a PCCS: `federated init --pccs URL` writes it "
-            "into the measured configuration (pccs_url)"
-        )
-    return VerifierContext.for_production(pccs_url, policy.build())
 
 
 def make_aggregator(

@@ -98,7 +98,9 @@ def _decode_ids(message: shard_pb2.TableRows) -> np.ndarray:
 
 class ShardServicer(shard_pb2_grpc.ParameterShardServicer):
     """The gRPC face of a :class:`ShardServer`. ``on_refused`` hears who sent what was
-    refused, for which step (-1 when unreadable), and why (the role's audit log)."""
+    refused, for which step (-1 when unreadable), and why (the role's audit log).
+    ``model_readers``: peers other than the job's workers that may pull the whole shard
+    (e.g. the key broker, for validation and the final model)."""
 
     def __init__(
         self,
@@ -106,10 +108,12 @@ class ShardServicer(shard_pb2_grpc.ParameterShardServicer):
         identify: Identify,
         *,
         on_refused: Callable[[str, int, Exception], None] | None = None,
+        model_readers: frozenset[str] = frozenset(),
     ) -> None:
         self.server = server
         self.identify = identify
         self.on_refused = on_refused
+        self.model_readers = model_readers
 
     def _refuse(self, context: grpc.ServicerContext, caller: str, step: int, exc: Exception):
         log.warning("%s", exc)
@@ -152,6 +156,7 @@ class ShardServicer(shard_pb2_grpc.ParameterShardServicer):
         if not 0 <= wait <= MAX_WAIT_SECONDS:  # also refuses NaN
             wait = MAX_WAIT_SECONDS
         try:
+            self.server.check_worker(caller)
             reached = self.server.await_step(int(request.step), wait)
         except AggregationRefusedError as exc:
             self._refuse(context, caller, int(request.step), exc)
@@ -159,8 +164,9 @@ class ShardServicer(shard_pb2_grpc.ParameterShardServicer):
 
     def PullShard(self, request, context):  # noqa: N802
         caller = self.identify(context)
-        if caller not in self.server.pushed:
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{caller} is not a worker")
+        if caller not in self.server.pushed and caller not in self.model_readers:
+            refusal = AggregationRefusedError(f"{caller} may not read the model")
+            self._refuse(context, caller, -1, refusal)
         pulled = PulledRows(self.server.applied_step, self.server.incarnation, {}, {})
         arrays = self.server.snapshot()
         payload = shard_pb2.RowsPayload(
@@ -180,12 +186,16 @@ def serve_shard(
     shard: ShardServer,
     *,
     on_refused: Callable[[str, int, Exception], None] | None = None,
+    model_readers: frozenset[str] = frozenset(),
 ) -> ShardServicer:
     """Add ``shard``'s servicer to ``attested``'s application port (before its start):
     callers are who their mutual-TLS certificate from the job's CA says (or, in the
     ``--tee none`` baseline, who they declare)."""
     servicer = ShardServicer(
-        shard, lambda context: attested.peer_identity(context).party_id, on_refused=on_refused
+        shard,
+        lambda context: attested.peer_identity(context).party_id,
+        on_refused=on_refused,
+        model_readers=model_readers,
     )
     add_shard_servicer(attested.application_server, servicer)
     return servicer
