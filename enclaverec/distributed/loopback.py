@@ -10,7 +10,12 @@ from collections.abc import Callable, Sequence
 
 from enclaverec.arrays import ModelLayout
 from enclaverec.paramservice.shard import ShardServer
-from enclaverec.paramservice.shard_rpc import ShardedClient, serve_shard
+from enclaverec.paramservice.shard_rpc import (
+    SHARD_CHANNEL_OPTIONS,
+    SHARD_SERVER_OPTIONS,
+    ShardedClient,
+    serve_shard,
+)
 from enclaverec.transport.server import AttestedServer, ListenConfig
 from enclaverec.transport.session import ClientSession, PlaintextBaselineSession
 
@@ -42,6 +47,7 @@ class LoopbackShards:
             attested = AttestedServer.unsafe_plaintext_baseline(
                 ListenConfig(host="127.0.0.1", max_workers=max_workers),
                 parties=(*server.config.workers, *model_readers, *other_peers),
+                application_options=SHARD_SERVER_OPTIONS,
             )
             serve_shard(attested, server, on_refused=on_refused, model_readers=model_readers)
             attested.start()
@@ -50,7 +56,9 @@ class LoopbackShards:
     def client(self, worker: str, layout: ModelLayout) -> ShardedClient:
         """A worker's client to every shard (closed with :meth:`close`)."""
         sessions = [
-            ClientSession.unsafe_plaintext_baseline(server.endpoints, worker)
+            ClientSession.unsafe_plaintext_baseline(
+                server.endpoints, worker, channel_options=SHARD_CHANNEL_OPTIONS
+            )
             for server in self._grpc
         ]
         self._sessions.extend(sessions)

@@ -36,7 +36,12 @@ from enclaverec.transport.server import AttestedServer
 
 log = logging.getLogger(__name__)
 
-MAX_PUSH_BYTES = 256 << 20  # a step's gradients: rows of one batch plus the dense arrays
+# A step's pull or push is one message: a batch's rows plus the dense arrays (about
+# 2 MB at the kaggle shape). gRPC's default receive limit is 4 MiB; the shard's server and
+# its workers' channels take these options (SHARD_SERVER_OPTIONS, SHARD_CHANNEL_OPTIONS).
+MAX_STEP_MESSAGE_BYTES = 64 << 20
+SHARD_SERVER_OPTIONS = (("grpc.max_receive_message_length", MAX_STEP_MESSAGE_BYTES),)
+SHARD_CHANNEL_OPTIONS = (("grpc.max_receive_message_length", MAX_STEP_MESSAGE_BYTES),)
 MAX_WAIT_SECONDS = 30.0  # one AwaitStep call; the client loops up to its own deadline
 RPC_TIMEOUT_SECONDS = 120.0
 
@@ -135,17 +140,13 @@ class ShardServicer(shard_pb2_grpc.ParameterShardServicer):
             pulled = self.server.pull(caller, int(request.step), tables, bool(request.dense))
         except (AggregationRefusedError, MalformedInputError) as exc:
             self._refuse(context, caller, int(request.step), exc)
-        yield from tensors.to_chunks(encode_rows(pulled, self.server.layout))
+        return encode_rows(pulled, self.server.layout)
 
-    def PushGradients(self, request_iterator, context):  # noqa: N802
+    def PushGradients(self, request, context):  # noqa: N802
         caller = self.identify(context)
-        step = -1
+        step = int(request.step)
         try:
-            payload = tensors.from_chunks(
-                request_iterator, shard_pb2.GradientPayload, max_bytes=MAX_PUSH_BYTES
-            )
-            step = int(payload.step)
-            self.server.push(caller, decode_gradients(payload))
+            self.server.push(caller, decode_gradients(request))
         except (AggregationRefusedError, MalformedInputError) as exc:
             self._refuse(context, caller, step, exc)
         return shard_pb2.PushGradientsReply(accepted=True)
@@ -312,9 +313,7 @@ class ShardedClient:
 
             def rpc(channel: grpc.Channel) -> tuple[PulledRows, int]:
                 stub = shard_pb2_grpc.ParameterShardStub(channel)
-                payload = tensors.from_chunks(
-                    stub.PullRows(request, timeout=RPC_TIMEOUT_SECONDS), shard_pb2.RowsPayload
-                )
+                payload = stub.PullRows(request, timeout=RPC_TIMEOUT_SECONDS)
                 return decode_rows(payload), payload.ByteSize() + request.ByteSize()
 
             return self._rpc(shard, rpc)  # type: ignore[return-value]
@@ -382,7 +381,7 @@ class ShardedClient:
             self._rpc(
                 shard,
                 lambda channel: shard_pb2_grpc.ParameterShardStub(channel).PushGradients(
-                    tensors.to_chunks(payload), timeout=RPC_TIMEOUT_SECONDS
+                    payload, timeout=RPC_TIMEOUT_SECONDS
                 ),
             )
             return payload.ByteSize()
