@@ -45,6 +45,11 @@ class MissingDependencyError(UsageError):
     """An optional install the command needs is absent; the message names the install."""
 
 
+class OutputFolderError(UsageError):
+    """An output folder cannot be used: it holds files (without ``--overwrite``), it is a
+    file, it cannot be written, or it holds what another command made."""
+
+
 class DependencyMismatchError(MissingDependencyError):
     """An optional install is present but its files are not the expected ones (another
     version, or modified): "got" and "expected" digests, and the install command."""
@@ -69,6 +74,11 @@ class DataFormatError(MalformedInputError):
         super().__init__(f"{where}{message}")
         self.path = path
         self.line = line
+
+
+class MessageTooLargeError(MalformedInputError):
+    """A message, or the bytes one caller has in flight, exceeds the exact maximum its
+    receiver allows (refused while it streams in, before it is buffered)."""
 
 
 class MalformedEvidenceError(MalformedInputError):
@@ -237,6 +247,18 @@ class EnrollmentRefusedError(VerificationError):
         self.check = check
 
 
+class RequestRefusedError(VerificationError):
+    """An attested server refused an enrolled peer's request: the peer is not a member of
+    this job in that role, its enclave is not the one pinned for its id, or it asked for
+    another job's secrets. ``check`` is the server's check identifier."""
+
+    check = "request"
+
+    def __init__(self, message: str, *, check: str = "request"):
+        super().__init__(message)
+        self.check = check
+
+
 class ManifestError(VerificationError):
     """A measured configuration or manifest does not match what was attested."""
 
@@ -284,6 +306,11 @@ class StorageError(EnclaveRecError):
 class AggregationRefusedError(EnclaveRecError):
     """An update was refused by the aggregation pre-check (names, shapes, dtypes,
     non-finite values, norm bound, total weight, round)."""
+
+
+class NonFiniteError(AggregationRefusedError):
+    """A number a peer sent, or the result of combining what peers sent, is not finite:
+    refused, and the model stays as it was."""
 
 
 class StaleUpdateError(AggregationRefusedError):

@@ -1,7 +1,9 @@
 """Binary classification metrics of a model on a split: exact ROC AUC, log loss, accuracy.
 
-All three come from scikit-learn (DESIGN.md §5: no hand-rolled metrics). Every mode scores
-its best weights on the same held-out test split with these functions.
+Computed with numpy (DESIGN.md §5: the one exception to "no hand-rolled metrics"), so that
+enclave roles such as the key broker score without scikit-learn or scipy in their trusted
+code; the tests check them against scikit-learn. Every mode scores its best weights on the
+same held-out test split with these functions.
 """
 
 from __future__ import annotations
@@ -38,10 +40,6 @@ def binary_metrics(labels: np.ndarray, probabilities: np.ndarray) -> BinaryMetri
     Raises TrainingError when the metrics are undefined (no rows, one class only) or the
     probabilities are not finite values in [0, 1] (a diverged model).
     """
-    # Imported here: scikit-learn takes about a second to import, and the command-line
-    # parser imports this module's callers.
-    from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
-
     labels = np.asarray(labels, dtype=np.float64).reshape(-1)
     # float64 so that log loss clips at float64's epsilon, not float32's.
     probabilities = np.asarray(probabilities, dtype=np.float64).reshape(-1)
@@ -60,11 +58,39 @@ def binary_metrics(labels: np.ndarray, probabilities: np.ndarray) -> BinaryMetri
     if probabilities.min() < 0.0 or probabilities.max() > 1.0:
         raise TrainingError("predictions must be probabilities in [0, 1]")
     return BinaryMetrics(
-        auc=float(roc_auc_score(labels, probabilities)),
-        logloss=float(log_loss(labels, probabilities, labels=[0.0, 1.0])),
-        accuracy=float(accuracy_score(labels, probabilities >= DECISION_THRESHOLD)),
+        auc=exact_auc(labels, probabilities),
+        logloss=log_loss(labels, probabilities),
+        accuracy=float(np.mean((probabilities >= DECISION_THRESHOLD) == (labels > 0.5))),
         rows=len(labels),
     )
+
+
+def exact_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Exact ROC AUC: the Mann-Whitney U statistic over average ranks (ties count one
+    half), as scikit-learn's ``roc_auc_score``. ``labels`` are 0/1, both present."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    positive = np.asarray(labels).reshape(-1) > 0.5
+    order = np.argsort(scores, kind="mergesort")
+    ordered = scores[order]
+    # Average rank (1-based) of each group of tied scores.
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    ends = np.r_[starts[1:], len(ordered)]
+    group_rank = (starts + ends + 1) / 2.0
+    ranks = np.empty(len(scores), dtype=np.float64)
+    ranks[order] = np.repeat(group_rank, ends - starts)
+    n_pos = int(positive.sum())
+    n_neg = len(scores) - n_pos
+    u = ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+def log_loss(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """Mean binary cross-entropy, probabilities clipped to [eps, 1 - eps] with float64's
+    machine epsilon (scikit-learn's ``log_loss`` clipping)."""
+    eps = np.finfo(np.float64).eps
+    p = np.clip(np.asarray(probabilities, dtype=np.float64).reshape(-1), eps, 1 - eps)
+    y = np.asarray(labels, dtype=np.float64).reshape(-1)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
 
 
 def evaluate_split(

@@ -18,6 +18,7 @@ from typing import Any
 from enclaverec.errors import MetricsReportError, UsageError
 from enclaverec.evaluation import BinaryMetrics
 from enclaverec.files import write_atomically
+from enclaverec.tee.kinds import TEEKind
 from enclaverec.trainer import EvalRecord
 
 METRICS_FILE = "metrics.json"
@@ -29,14 +30,6 @@ class Mode(enum.Enum):
     CENTRALIZED = "centralized"
     FEDERATED = "federated"
     DISTRIBUTED = "distributed"
-
-
-class TEEKind(enum.Enum):
-    """Where the trusted roles ran (§4 ``tee``, as the ``--tee`` flag)."""
-
-    NONE = "none"
-    SIMULATED = "simulated"
-    GRAMINE = "gramine"
 
 
 _NUMBER = (int, float)

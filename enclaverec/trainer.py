@@ -10,6 +10,7 @@ parameter servers) sees only numpy arrays.
 
 from __future__ import annotations
 
+import enum
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -18,10 +19,48 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from enclaverec.arrays import Arrays
-from enclaverec.data.schema import Examples
+from enclaverec.arrays import Arrays, ModelLayout
+from enclaverec.data.schema import Examples, FeatureSpec
 from enclaverec.errors import ConfigError, TrainingError
 from enclaverec.evaluation import BinaryMetrics, evaluate_split
+
+
+class ModelKind(enum.Enum):
+    """What a plan trains: the DLRM (TensorFlow), or the numpy logistic regression
+    (``enclaverec.logreg``) that protocol, fault and security tests use."""
+
+    DLRM = "dlrm"
+    LOGREG = "logreg"
+
+
+def initial_model(
+    kind: ModelKind, preset: str, features: FeatureSpec, seed: int
+) -> tuple[Arrays, ModelLayout]:
+    """The initial model of a plan (numpy, seeded: no TensorFlow) and its layout; every
+    process of a federation or a job computes the same."""
+    if kind is ModelKind.LOGREG:
+        from enclaverec.logreg import LogisticRegressionTrainer
+
+        empty = Examples(
+            np.zeros((0, features.num_dense), np.float32),
+            np.zeros((0, features.num_categorical), np.int32),
+            np.zeros(0, np.float32),
+            np.zeros(0, np.int64),
+        )
+        trainer = LogisticRegressionTrainer(features, empty, seed=seed)
+        arrays = trainer.initial_arrays()
+        return arrays, ModelLayout.of(arrays, tables=trainer.table_names())
+    from enclaverec.dlrm.config import PRESETS, Preset
+    from enclaverec.dlrm.weights import EMBEDDING_PREFIX, initial_arrays
+
+    try:
+        config = PRESETS[Preset(preset)].model
+    except ValueError as exc:
+        raise ConfigError(f"unknown preset {preset!r}") from exc
+    arrays = initial_arrays(features, config, seed=seed)
+    tables = [name for name in arrays if name.startswith(EMBEDDING_PREFIX)]
+    return arrays, ModelLayout.of(arrays, tables=tables)
+
 
 StepCallback = Callable[[int, int, float], None]
 """Called during ``fit`` as (steps done, steps in this fit, mean training loss so far)."""

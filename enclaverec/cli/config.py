@@ -8,7 +8,7 @@ measured configuration is the file alone (DESIGN.md §2).
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +55,3 @@ def merge_options(
         else:
             resolved[key] = default
     return resolved
-
-
-def require_keys(section: Mapping[str, Any], keys: Iterable[str], *, where: str) -> None:
-    missing = [key for key in keys if key not in section]
-    if missing:
-        raise ConfigError(f"{where}: missing key(s) {', '.join(missing)}")

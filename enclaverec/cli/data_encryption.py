@@ -30,7 +30,13 @@ DIR/<name>.enc (a gzip input is stored decompressed, without its .gz). Chunks of
 --chunk-size bytes hold whole lines, so enclaves can read them in any order.
 
 The .enc files may go to untrusted storage: their headers show the data set and file
-names, ids, sizes and the owner key's fingerprint, and nothing else."""
+names, ids, sizes and the owner key's fingerprint, and nothing else.
+
+With --shards W (for secure distributed training) the rows are first split into train,
+validation and test by --seed exactly as `train` splits them (so the test rows are the
+same), featurised, and dealt IID to W shards; DIR gets shard-0.enc .. shard-<W-1>.enc and
+shards.json (public: sizes, header digests, test_split_sha256). The source is Criteo
+files (PATH...) or a built-in --dataset. No plaintext row is written to disk."""
 
 _DECRYPT_DESCRIPTION = """\
 Verify, and optionally decrypt, an encrypted data file with the owner's private key.
@@ -52,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=_ENCRYPT_DESCRIPTION,
         handler=_encrypt,
     )
-    encrypt.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="input file")
+    encrypt.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="input file")
     encrypt.add_argument(
         "--owner-key",
         required=True,
@@ -75,6 +81,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         # The value is repeated here so that building the parser imports no cryptography;
         # a test keeps it equal to enclaverec.data.encrypted.DEFAULT_CHUNK_SIZE.
         help="target plaintext bytes per chunk (default: 1048576)",
+    )
+
+    encrypt.add_argument(
+        "--shards",
+        metavar="W",
+        help="split into W encrypted worker shards after train's keyed split (distributed)",
+    )
+    encrypt.add_argument(
+        "--dataset",
+        choices=("synthetic", "movielens-100k"),
+        help="(with --shards) a built-in data set instead of PATHs",
+    )
+    encrypt.add_argument(
+        "--seed", metavar="N", help="(with --shards) the split's seed, as train's (default: 0)"
+    )
+    encrypt.add_argument(
+        "--table-size", metavar="ROWS", help="(with --shards and PATHs) rows per embedding table"
+    )
+    encrypt.add_argument(
+        "--on-bad-line",
+        choices=("fail", "skip"),
+        default="fail",
+        help="(with --shards) malformed lines (default: fail)",
     )
 
     decrypt = add_command(
@@ -109,6 +138,12 @@ def _encrypt(args: argparse.Namespace) -> int:
     from enclaverec.crypto import keys
     from enclaverec.data import encrypted
 
+    if args.shards is not None:
+        return _encrypt_shards(args)
+    if args.dataset is not None or args.seed is not None or args.table_size is not None:
+        raise UsageError("--dataset, --seed and --table-size go with --shards")
+    if not args.paths:
+        raise UsageError("give the files to encrypt (PATH...)")
     owner = keys.load_public_key(args.owner_key)
     output_dir: Path = args.output
     if output_dir.exists() and not output_dir.is_dir():
@@ -149,6 +184,60 @@ def _encrypt(args: argparse.Namespace) -> int:
             soft_wrap=True,
         )
     log.info("encrypted %d file(s) into %s", len(infos), output_dir)
+    return 0
+
+
+def _encrypt_shards(args: argparse.Namespace) -> int:
+    from enclaverec.cli.options import parse_integer
+    from enclaverec.crypto import keys
+    from enclaverec.data.shards import MAX_SHARDS, encrypt_shards
+    from enclaverec.data.sources import DataSelection, load_dataset
+
+    workers = parse_integer("shards", args.shards, minimum=1)
+    if workers > MAX_SHARDS:
+        raise UsageError(f"--shards must be at most {MAX_SHARDS}, got {workers}")
+    if (args.dataset is None) == (not args.paths):
+        raise UsageError("with --shards give exactly one of --dataset NAME or PATH...")
+    seed = parse_integer("seed", args.seed if args.seed is not None else 0, minimum=0)
+    owner = keys.load_public_key(args.owner_key)
+    output_dir: Path = args.output
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UsageError(f"--output must be a folder: {output_dir}")
+    selection = (
+        DataSelection(dataset=args.dataset)
+        if args.dataset is not None
+        else DataSelection(paths=tuple(args.paths))
+    )
+    dataset = load_dataset(
+        selection,
+        seed=seed,
+        table_size=parse_integer("table-size", args.table_size, minimum=2)
+        if args.table_size
+        else None,
+        on_bad_line=args.on_bad_line,
+        progress=True,
+    )
+    kwargs = {} if args.chunk_size is None else {"chunk_size": args.chunk_size}
+    manifest = encrypt_shards(
+        dataset,
+        workers=workers,
+        seed=seed,
+        owner=owner,
+        output_dir=output_dir,
+        dataset_name=args.dataset_name or output_dir.resolve().name,
+        **kwargs,
+    )
+    console = stdout_console()
+    console.print(
+        f"data set: {manifest.dataset_name} (id {manifest.dataset_id}), {dataset.name}, "
+        f"seed {seed}; test split sha256 {manifest.test_split_sha256}",
+        markup=False,
+        soft_wrap=True,
+    )
+    console.print(f"owner key: {manifest.owner_fingerprint}", markup=False, soft_wrap=True)
+    for shard in manifest.shards:
+        rows = ", ".join(f"{count} {name}" for name, count in shard.rows.items())
+        console.print(f"{output_dir / shard.file}: {rows}", markup=False, soft_wrap=True)
     return 0
 
 

@@ -15,10 +15,8 @@ if TYPE_CHECKING:
     from enclaverec.data.schema import DataSet
     from enclaverec.data.sources import DataSelection
 
-# Repeated here so that building the parser imports nothing from enclaverec.data (numpy,
-# scikit-learn); a test keeps them equal to the library's values.
-BUILTIN_NAMES = ("synthetic", "movielens-100k")
-DEFAULT_TABLE_SIZE = 100_000
+from enclaverec.data.hashing import DEFAULT_TABLE_SIZE
+from enclaverec.data.registry import dataset_help, dataset_names
 
 _PLAINTEXT_NOTE = """\
 The files written hold plaintext training data: keep them on the data owner's own
@@ -42,9 +40,9 @@ Writes DIR/party-0, DIR/party-1, ... (each a prepared folder) and DIR/partition.
 
 {_PLAINTEXT_NOTE}"""
 
-_INSPECT_DESCRIPTION = """\
+_INSPECT_DESCRIPTION = f"""\
 Print a summary (rows per split, label rate, categorical cardinality seen, missing rate,
-test_split_sha256) of a built-in data set (synthetic, movielens-100k), of Criteo files, of
+test_split_sha256) of a built-in data set ({", ".join(dataset_names())}), of Criteo files, of
 a prepared or partitioned folder, or of an encrypted data file (its header only: no key
 needed, nothing decrypted). A built-in name wins over a file of the same name; write
 ./NAME for the file. The summary holds counts and digests only, never data values."""
@@ -101,7 +99,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "targets",
         nargs="+",
         metavar="TARGET",
-        help="synthetic, movielens-100k, Criteo file(s), a prepared folder or a .enc file",
+        help=f"{', '.join(dataset_names())}, Criteo file(s), a prepared folder or a .enc file",
     )
     _add_loading(inspect)
     inspect.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -109,9 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_selection(parser: argparse.ArgumentParser, *, prepared: bool = False) -> None:
     group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument(
-        "--dataset", metavar="NAME", help=f"a built-in data set: {', '.join(BUILTIN_NAMES)}"
-    )
+    group.add_argument("--dataset", metavar="NAME", help=f"a built-in data set ({dataset_help()})")
     group.add_argument(
         "--data", nargs="+", type=Path, metavar="PATH", help="Criteo TSV file(s), plain or gzip"
     )
@@ -231,7 +227,7 @@ def _summarise(args: argparse.Namespace) -> dict[str, Any]:
     from enclaverec.data.summary import describe_dataset, describe_parties
 
     targets = [str(t) for t in args.targets]
-    if len(targets) == 1 and targets[0] in BUILTIN_NAMES:
+    if len(targets) == 1 and targets[0] in dataset_names():
         return describe_dataset(_load(args, DataSelection(dataset=targets[0])))
     paths = [Path(t) for t in targets]
     if len(paths) == 1 and paths[0].is_dir():

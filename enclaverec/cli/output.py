@@ -7,6 +7,8 @@ Results and tables go to stdout; logs, warnings and progress go to stderr, so th
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 
 from rich.console import Console
@@ -15,11 +17,14 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+from enclaverec.trainer import EvalRecord, TrainingObserver
 
 
 @lru_cache(maxsize=1)
@@ -59,3 +64,44 @@ def progress(transient: bool = False) -> Progress:
         console=stderr_console(),
         transient=transient,
     )
+
+
+class _ProgressObserver(TrainingObserver):
+    """A progress bar per epoch (with the running loss) and a line per evaluation."""
+
+    def __init__(self, bar: Progress) -> None:
+        self.bar = bar
+        self.task: TaskID | None = None
+
+    def phase_started(self, unit: str, index: int, last: int) -> None:
+        self.task = self.bar.add_task(f"{unit} {index}/{last}", total=None, status="")
+
+    def steps_done(self, done: int, total: int, mean_loss: float) -> None:
+        if self.task is not None:
+            self.bar.update(
+                self.task, completed=done, total=total or None, status=f"loss {mean_loss:.4f}"
+            )
+
+    def evaluated(self, record: EvalRecord, improved: bool) -> None:
+        if self.task is not None:
+            self.bar.update(
+                self.task,
+                status=f"val AUC {record.val_auc:.4f}, log loss {record.val_logloss:.4f}"
+                + (" (best)" if improved else ""),
+            )
+
+
+class ConsoleEvents:
+    """A job's notes as lines on stderr, its sections as rules, its training as progress
+    bars (the :class:`enclaverec.app.events.JobEvents` of every command)."""
+
+    def note(self, text: str) -> None:
+        stderr_console().print(text, markup=False)
+
+    def section(self, title: str) -> None:
+        stderr_console().rule(title)
+
+    @contextmanager
+    def training(self) -> Iterator[TrainingObserver]:
+        with progress() as bar:
+            yield _ProgressObserver(bar)

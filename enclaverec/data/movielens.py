@@ -26,8 +26,10 @@ from enclaverec.data.schema import (
     LABEL_DTYPE,
     ROW_ID_DTYPE,
     SPARSE_DTYPE,
+    BuiltinDataSet,
     Examples,
     FeatureSpec,
+    SourceRows,
 )
 from enclaverec.errors import DataFormatError, DependencyMismatchError, MissingDependencyError
 
@@ -226,3 +228,21 @@ def load() -> MovieLensData:
     )
     digests = {kind: hashlib.sha256(data).hexdigest() for kind, data in contents.items()}
     return MovieLensData(spec=spec, examples=examples, file_sha256=digests)
+
+
+def load_rows() -> SourceRows:
+    """The registry's loader: every rating as a row, the user feature and the files'
+    digests."""
+    loaded = load()
+    return SourceRows(
+        spec=loaded.spec,
+        examples=loaded.examples,
+        info={"user_feature": USER_FEATURE, "sha256": dict(sorted(loaded.file_sha256.items()))},
+    )
+
+
+DATASET = BuiltinDataSet(
+    name="movielens-100k",
+    summary=f"MovieLens-100K ratings, label = rating >= 4 (needs `{INSTALL_COMMAND}`)",
+    load=load_rows,
+)

@@ -63,16 +63,12 @@ def party_folder_name(party: int) -> str:
     return f"party-{party}"
 
 
-def is_prepared(path: Path) -> bool:
-    return (Path(path) / SPEC_FILE).is_file()
-
-
 def is_partitioned(path: Path) -> bool:
     return (Path(path) / PARTITION_FILE).is_file()
 
 
 def save_prepared(dataset: DataSet, directory: Path) -> Path:
-    """Write ``dataset`` as a prepared folder; refuses an existing ``directory``.
+    """Write ``dataset`` as a prepared folder; refuses a ``directory`` that is not empty.
 
     The folder appears complete or not at all (written beside it, then renamed).
     """
@@ -112,8 +108,10 @@ def _staging(directory: Path) -> Iterator[Path]:
     """A temporary folder beside ``directory`` that becomes it when the block succeeds,
     and is deleted when it fails: the output appears complete or not at all."""
     directory = Path(directory)
-    if directory.exists():
-        raise UsageError(f"output folder already exists: {directory}")
+    # The rule of every command (README, "Output folders"): a new or empty folder. An
+    # empty one is replaced by the rename below (POSIX rename(2) allows that).
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise UsageError(f"refusing to write into the non-empty folder {directory}")
     if directory.parent.exists() and not directory.parent.is_dir():
         raise UsageError(f"the parent of the output folder is not a folder: {directory.parent}")
     directory.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ so the model, the parties and the workers see one format:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,3 +135,28 @@ class DataSet:
     validation: Examples
     test: Examples
     info: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SourceRows:
+    """What a built-in data set's loader gives before the split: its features, every row
+    (with global row ids), the facts it records in ``DataSet.info``, and, for a data set
+    with a planted model, that model's probability of a positive label per row (scored
+    on the test split as ``oracle_auc``)."""
+
+    spec: FeatureSpec
+    examples: Examples
+    info: Mapping[str, Any]
+    probabilities: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class BuiltinDataSet:
+    """One entry of the data set registry (:mod:`enclaverec.data.registry`): the name of
+    ``--dataset NAME``, a one-line description for help texts, and the loader (whose
+    ``info`` names the ``user_feature`` when the data set has one, for ``by-user``
+    partitions)."""
+
+    name: str
+    summary: str
+    load: Callable[[], SourceRows]

@@ -1,6 +1,7 @@
 """Data selection (``--dataset NAME`` or ``--data PATH...``) and loading into a split DataSet.
 
-Every source ends in the same steps: rows with global row ids, then the split of
+Built-in data sets come from the registry (:mod:`enclaverec.data.registry`). Every source
+ends in the same steps: rows with global row ids, then the split of
 ``enclaverec.data.split`` (a pure function of row id and seed). ``DataSet.info`` carries
 what the source knows: for every source ``split`` and ``seed``; ``synthetic`` adds
 ``oracle_auc`` and ``oracle_logloss`` (the planted model on the test split) and
@@ -17,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from enclaverec.data import movielens, synthetic
 from enclaverec.data.criteo import (
     NUM_CATEGORICAL,
     BadLineCounter,
@@ -28,19 +28,16 @@ from enclaverec.data.criteo import (
     iter_criteo_examples,
 )
 from enclaverec.data.hashing import DEFAULT_TABLE_SIZE, CategoryHashing
+from enclaverec.data.registry import builtin_dataset
 from enclaverec.data.schema import DataSet, Examples, FeatureSpec
 from enclaverec.data.split import SplitRule, split_examples
 from enclaverec.errors import ConfigError, DataFormatError, UsageError
 
 __all__ = [
-    "BUILTIN_DATASETS",
     "DataSelection",
     "load_dataset",
 ]
 
-SYNTHETIC = "synthetic"
-MOVIELENS_100K = "movielens-100k"
-BUILTIN_DATASETS = (SYNTHETIC, MOVIELENS_100K)
 CRITEO_PREFIX = "criteo:"
 # Rows per parsed batch when a whole file is loaded into memory.
 _LOAD_BATCH_ROWS = 1 << 16
@@ -58,11 +55,8 @@ class DataSelection:
         object.__setattr__(self, "paths", tuple(Path(p) for p in self.paths))
         if (self.dataset is None) == (not self.paths):
             raise UsageError("give exactly one of --dataset NAME or --data PATH...")
-        if self.dataset is not None and self.dataset not in BUILTIN_DATASETS:
-            raise UsageError(
-                f"unknown data set {self.dataset!r}; built-in data sets: "
-                f"{', '.join(BUILTIN_DATASETS)} (or --data PATH... for Criteo files)"
-            )
+        if self.dataset is not None:
+            builtin_dataset(self.dataset)  # refuses an unknown name, listing the known ones
 
     @property
     def name(self) -> str:
@@ -98,30 +92,22 @@ def load_dataset(
             "uses fixed id maps"
         )
     info: dict[str, Any] = {"seed": seed, "split": rule.to_dict()}
-    if selection.dataset == SYNTHETIC:
-        generated = synthetic.generate()
-        spec, examples = generated.spec, generated.examples
-        info["generator"] = {
-            "num_rows": synthetic.SyntheticConfig().num_rows,
-            "generator_seed": synthetic.SyntheticConfig().generator_seed,
-        }
-        info["user_feature"] = synthetic.USER_FEATURE
-    elif selection.dataset == MOVIELENS_100K:
-        loaded = movielens.load()
-        spec, examples = loaded.spec, loaded.examples
-        info["user_feature"] = movielens.USER_FEATURE
-        info["sha256"] = dict(sorted(loaded.file_sha256.items()))
+    probabilities = None
+    if selection.dataset is not None:
+        rows = builtin_dataset(selection.dataset).load()
+        spec, examples, probabilities = rows.spec, rows.examples, rows.probabilities
+        info.update(rows.info)
     else:
         spec, examples, criteo_info = _load_criteo(
             selection.paths, table_size=table_size, on_bad_line=mode, progress=progress
         )
         info.update(criteo_info)
     train, validation, test = split_examples(examples, seed=seed, rule=rule)
-    if selection.dataset == SYNTHETIC:
+    if probabilities is not None:
         # The planted model's own score, with the metrics every mode is scored with.
         from enclaverec.evaluation import binary_metrics
 
-        oracle = binary_metrics(test.labels, generated.probabilities[test.row_ids])
+        oracle = binary_metrics(test.labels, probabilities[test.row_ids])
         info["oracle_auc"] = oracle.auc
         info["oracle_logloss"] = oracle.logloss
     return DataSet(

@@ -30,8 +30,10 @@ from enclaverec.data.schema import (
     LABEL_DTYPE,
     ROW_ID_DTYPE,
     SPARSE_DTYPE,
+    BuiltinDataSet,
     Examples,
     FeatureSpec,
+    SourceRows,
 )
 from enclaverec.errors import ConfigError
 
@@ -172,3 +174,29 @@ def _bias_for_rate(logit: np.ndarray, rate: float) -> float:
         else:
             high = mid
     return (low + high) / 2
+
+
+def load_rows() -> SourceRows:
+    """The registry's loader: every row, the generator's settings, the user feature and
+    the planted model's probabilities."""
+    config = SyntheticConfig()
+    generated = generate(config)
+    return SourceRows(
+        spec=generated.spec,
+        examples=generated.examples,
+        info={
+            "generator": {
+                "num_rows": config.num_rows,
+                "generator_seed": config.generator_seed,
+            },
+            "user_feature": USER_FEATURE,
+        },
+        probabilities=generated.probabilities,
+    )
+
+
+DATASET = BuiltinDataSet(
+    name="synthetic",
+    summary="Criteo-shaped rows with labels from a planted model (oracle AUC known)",
+    load=load_rows,
+)

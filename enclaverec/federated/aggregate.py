@@ -7,8 +7,6 @@ mean as a pseudo-gradient.
 from __future__ import annotations
 
 import enum
-import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,9 +105,3 @@ def apply_server_optimizer(
 ) -> None:
     """``arrays += server_optimizer_step(...)``, in place."""
     apply_update(arrays, server_optimizer_step(average, state, config))
-
-
-def global_norm(arrays: Mapping[str, np.ndarray]) -> float:
-    return math.sqrt(
-        sum(float(np.sum(np.square(a, dtype=ACCUMULATOR_DTYPE))) for a in arrays.values())
-    )

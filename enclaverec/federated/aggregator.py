@@ -14,26 +14,27 @@ records who enrolled and who contributed to which round, never an update or a ke
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
 
+from enclaverec.audit import AuditLog
 from enclaverec.data.schema import split_sha256
 from enclaverec.errors import (
     AggregationRefusedError,
     ConfigError,
-    MalformedInputError,
     StaleUpdateError,
     TrainingError,
 )
 from enclaverec.evaluation import binary_metrics
+from enclaverec.federated.best_round import score_round
 from enclaverec.federated.checkpoint import (
     SEALING_LABEL,
     AggregatorState,
@@ -43,19 +44,32 @@ from enclaverec.federated.checkpoint import (
 from enclaverec.federated.config import FederationConfig
 from enclaverec.federated.rounds import Phase, RoundCoordinator, Task, TaskKind
 from enclaverec.federated.strategies import make_strategy
-from enclaverec.federated.wire import Evaluation, decode_evaluation, plan_message
+from enclaverec.federated.wire import (
+    Evaluation,
+    decode_evaluation,
+    max_evaluation_bytes,
+    plan_message,
+)
+from enclaverec.paramservice.combine import check_finite_result
 from enclaverec.paramservice.service import (
     ParameterService,
     ParameterServicer,
     PushedUpdate,
     abort_refused,
+    as_refusal,
 )
 from enclaverec.paramservice.store import ParameterStore
-from enclaverec.report import TEEKind, write_json
-from enclaverec.tee.attested_ca import EnrollmentConfig, EnrollmentRecord, PeerIdentity
+from enclaverec.report import write_json
+from enclaverec.tee.attested_ca import EnrollmentConfig, PeerIdentity
 from enclaverec.tee.backend import EvidenceBackend
+from enclaverec.tee.kinds import TEEKind
 from enclaverec.transport import tensors
-from enclaverec.transport.proto import federated_pb2, federated_pb2_grpc, paramservice_pb2_grpc
+from enclaverec.transport.proto import (
+    federated_pb2,
+    federated_pb2_grpc,
+    paramservice_pb2_grpc,
+    tensors_pb2,
+)
 from enclaverec.transport.server import (
     AttestedServer,
     ListenConfig,
@@ -70,23 +84,15 @@ SUMMARY_FILE = "federation-summary.json"
 MAX_WAIT_SECONDS = 30.0
 MAX_PHASE_ATTEMPTS = 5
 FINISH_GRACE_SECONDS = 60.0
+# The wait for parties to receive the best model grows with its size: at least this rate
+# (a slow link, a loaded machine) must suffice. A 166 MB kaggle model gets 60 + 166 s.
+FINISH_BYTES_PER_SECOND = 1 << 20
+STOP_GRACE_SECONDS = 5.0
 
 
-class AuditLog:
-    """Append-only JSON lines: enrollments, contributions, rounds, refusals; no secrets."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-
-    def write(self, event: str, **fields: Any) -> None:
-        entry = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "event": event, **fields}
-        line = json.dumps(entry, sort_keys=True, default=str)
-        with self._lock, self.path.open("a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
-
-    def enrollment(self, record: EnrollmentRecord) -> None:
-        self.write("enrolled", **record.to_dict())
+def finish_grace_seconds(model_bytes: int) -> float:
+    """How long a finished federation waits for its parties to receive the best model."""
+    return FINISH_GRACE_SECONDS + model_bytes / FINISH_BYTES_PER_SECOND
 
 
 class FederatedAggregator:
@@ -125,16 +131,6 @@ class FederatedAggregator:
             restored.restarts += 1
             self.state = restored
             self.strategy.load_state(restored.strategy_state)
-            log.info(
-                "resumed from the sealed checkpoint: %d round(s) completed, model version %d",
-                restored.completed_round,
-                restored.store.version,
-            )
-            self.audit.write(
-                "resumed",
-                completed_round=restored.completed_round,
-                aggregated_round=restored.aggregated_round,
-            )
         else:
             self.state = AggregatorState(store=ParameterStore(initial, self.layout))
         parties = sorted(config.membership)
@@ -153,7 +149,11 @@ class FederatedAggregator:
         # The model travels through the parameter service; pushed updates land in this
         # round's replies (under the same lock).
         self.params = ParameterService(
-            self.state.store, self._accept_update, norm_bound=self.plan.norm_bound, lock=self._cond
+            self.state.store,
+            self._accept_update,
+            norm_bound=self.plan.norm_bound,
+            weight_bounds=config.max_rows,
+            lock=self._cond,
         )
         self.params.best = self.best_model
         self._finished: set[str] = set()
@@ -162,7 +162,28 @@ class FederatedAggregator:
         self._round_started = time.perf_counter()
         self._started = time.perf_counter()
         self._failed: Exception | None = None
+        # Opens the other sealed files (TLS and CA keys): a tampered one stops us here.
         self.server = self._make_server(listen, party_verification)
+        self._evaluation_budget = tensors.InFlightBudget()
+        self.finish_grace = finish_grace_seconds(
+            sum(
+                math.prod(spec.shape) * np.dtype(spec.dtype).itemsize
+                for spec in self.layout.specs.values()
+            )
+        )
+        if restored is not None:
+            # Only now is every sealed file open: "resumed" is never written for a restart
+            # that then fails on a tampered key file.
+            log.info(
+                "resumed from the sealed checkpoint: %d round(s) completed, model version %d",
+                restored.completed_round,
+                restored.store.version,
+            )
+            self.audit.write(
+                "resumed",
+                completed_round=restored.completed_round,
+                aggregated_round=restored.aggregated_round,
+            )
         federated_pb2_grpc.add_AggregatorServicer_to_server(
             AggregatorServicer(self), self.server.application_server
         )
@@ -196,8 +217,13 @@ class FederatedAggregator:
             listen,
             evidence_verification=party_verification if self.config.parties_attest else None,
             audit=self.audit.enrollment,
+            refused=self._refused_enrollment,
             application_options=options,
         )
+
+    def _refused_enrollment(self, claimed: str, check: str, detail: str) -> None:
+        # The joiner gets one answer for every membership refusal; the detail is here only.
+        self.audit.write("enrollment_refused", claimed_party_id=claimed, check=check, reason=detail)
 
     # --- what the servicer calls (under the condition's lock) ---------------------------
 
@@ -258,8 +284,24 @@ class FederatedAggregator:
             bytes=pushed.wire_bytes,
         )
 
+    def max_evaluation_bytes(self, party: str) -> int:
+        """The largest evaluation ``party`` may send: max_rows validation and test rows."""
+        return max_evaluation_bytes(self.config.max_rows.get(party, 0))
+
+    def receive_evaluation(
+        self, party: str, chunks: Iterable[tensors_pb2.Chunk]
+    ) -> federated_pb2.EvaluationPayload:
+        """Reassemble a party's evaluation, refused as soon as it exceeds its bound."""
+        return tensors.from_chunks(
+            chunks,
+            federated_pb2.EvaluationPayload,
+            max_bytes=self.max_evaluation_bytes(party),
+            budget=self._evaluation_budget,
+            caller=party,
+        )
+
     def submit_evaluation(self, party: str, payload: federated_pb2.EvaluationPayload) -> None:
-        evaluation = decode_evaluation(payload)
+        evaluation = decode_evaluation(payload, max_rows=self.config.max_rows.get(party, 0))
         with self._cond:
             if (
                 payload.incarnation != self.incarnation
@@ -279,6 +321,7 @@ class FederatedAggregator:
             return self.state.best_arrays, self.state.best_round or 0
 
     def mark_finished(self, party: str) -> None:
+        """``party`` received the whole best model (its download stream completed)."""
         with self._cond:
             self._finished.add(party)
             self.audit.write("finished", party_id=party)
@@ -300,7 +343,9 @@ class FederatedAggregator:
         try:
             self._drive(on_round)
         finally:
-            self.server.stop(grace=1.0)
+            # Every live party confirmed (or the finish grace passed): the grace only lets
+            # the last frames already handed to gRPC drain.
+            self.server.stop(grace=STOP_GRACE_SECONDS)
         summary = self.summary()
         write_json(self.state_dir / SUMMARY_FILE, summary)
         return summary
@@ -311,11 +356,22 @@ class FederatedAggregator:
         with self._cond:
             while True:
                 if self.coordinator.phase is Phase.DONE:
-                    done_at = done_at or time.monotonic()
-                    # Wait for the parties still around to fetch the best model; one not
-                    # seen for a whole deadline (it crashed, or was dropped) is not.
+                    done_at = self.clock() if done_at is None else done_at
+                    # Wait for the parties still around to receive the whole best model;
+                    # one not seen for a whole deadline (it crashed, or was dropped) is not.
+                    # One that never confirms ends the wait after the grace.
                     live = self.coordinator.recently_seen()
-                    if live <= self._finished or time.monotonic() - done_at > FINISH_GRACE_SECONDS:
+                    if live <= self._finished:
+                        return
+                    if self.clock() - done_at > self.finish_grace:
+                        log.warning(
+                            "finished without confirmation from %s after %.0f s",
+                            ", ".join(sorted(live - self._finished)),
+                            self.finish_grace,
+                        )
+                        self.audit.write(
+                            "finish_unconfirmed", parties=sorted(live - self._finished)
+                        )
                         return
                     self._cond.wait(0.5)
                     continue
@@ -360,10 +416,22 @@ class FederatedAggregator:
 
     def _aggregate(self, round_index: int, replies: dict[str, PushedUpdate]) -> None:
         parties = list(replies)
-        change = self.strategy.aggregate(
-            [reply.update for reply in replies.values()], self.layout, parties, self.plan.norm_bound
-        )
-        self.state.store.apply(change)
+        strategy_state = {name: value.copy() for name, value in self.strategy.state().items()}
+        try:
+            change = self.strategy.aggregate(
+                [reply.update for reply in replies.values()],
+                self.layout,
+                parties,
+                self.plan.norm_bound,
+            )
+            check_finite_result(change, f"round {round_index}'s combination")
+            self.state.store.apply(change)
+        except AggregationRefusedError as exc:
+            # The combination is refused, the model stays at the last one (and the
+            # strategy's server state with it); the round goes on to evaluation.
+            self.strategy.load_state(strategy_state)
+            log.warning("round %d: %s", round_index, exc)
+            self.audit.write("refused", round=round_index, parties=parties, reason=str(exc))
         self.state.aggregated_round = round_index
         self.state.strategy_state = dict(self.strategy.state())
         self.state.train_samples += sum(reply.update.num_samples for reply in replies.values())
@@ -379,9 +447,20 @@ class FederatedAggregator:
 
     def _evaluate(self, round_index: int, replies: dict[str, Evaluation]) -> dict[str, Any]:
         values = list(replies.values())
-        validation = binary_metrics(
-            np.concatenate([e.validation_labels for e in values]),
-            np.concatenate([e.validation_scores for e in values]),
+        scores = score_round(replies)
+        validation = scores.pooled
+        per_party = {
+            party: None
+            if m is None
+            else {"val_auc": m.auc, "val_logloss": m.logloss, "rows": m.rows}
+            for party, m in scores.per_party.items()
+        }
+        self.audit.write(
+            "evaluated",
+            round=round_index,
+            per_party=per_party,
+            selection_auc=scores.selection_auc,
+            statistic=scores.statistic,
         )
         test = binary_metrics(
             np.concatenate([e.test_labels for e in values]),
@@ -393,6 +472,10 @@ class FederatedAggregator:
             "round": round_index,
             "val_auc": validation.auc,
             "val_logloss": validation.logloss,
+            # What chooses the best round: no single party can move it (best_round.py).
+            "selection_auc": scores.selection_auc,
+            "selection_statistic": scores.statistic,
+            "val_auc_per_party": {p: m and m["val_auc"] for p, m in per_party.items()},
             "test_auc": test.auc,
             "test_logloss": test.logloss,
             "test_accuracy": test.accuracy,
@@ -404,9 +487,9 @@ class FederatedAggregator:
         }
         self._round_started = time.perf_counter()
         self.state.history.append(record)
-        if self.state.best_val_auc is None or validation.auc > self.state.best_val_auc:
+        if self.state.best_val_auc is None or scores.selection_auc > self.state.best_val_auc:
             self.state.best_round = round_index
-            self.state.best_val_auc = validation.auc
+            self.state.best_val_auc = scores.selection_auc
             self.state.best_arrays = self.state.store.snapshot()
             self.state.best_test = {
                 "test_auc": test.auc,
@@ -511,9 +594,12 @@ class AggregatorServicer(federated_pb2_grpc.AggregatorServicer):
     def SubmitEvaluation(self, request_iterator, context):  # noqa: N802
         party = self.aggregator.peer(context).party_id
         try:
-            payload = tensors.from_chunks(request_iterator, federated_pb2.EvaluationPayload)
+            payload = self.aggregator.receive_evaluation(party, request_iterator)
             self.aggregator.submit_evaluation(party, payload)
-        except (AggregationRefusedError, MalformedInputError) as exc:
-            self.aggregator.audit.write("refused", party_id=party, reason=str(exc))
-            abort_refused(context, exc)
+        except Exception as exc:  # noqa: BLE001 - every refusal gets a status and an audit event
+            refusal = as_refusal(exc, f"the evaluation from {party}")
+            if refusal is not exc:
+                log.warning("undecodable evaluation from %s", party, exc_info=exc)
+            self.aggregator.audit.write("refused", party_id=party, reason=str(refusal))
+            abort_refused(context, refusal)
         return federated_pb2.SubmitReply(accepted=True)

@@ -16,35 +16,31 @@ signer (MRSIGNER) and role (ISVPRODID), plus each party's membership key.
 from __future__ import annotations
 
 import enum
+import ipaddress
 import math
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from enclaverec import config_tables
 from enclaverec.arrays import Arrays, ModelLayout
+from enclaverec.crypto.keys import parse_public_key_pem, public_key_der
 from enclaverec.data.schema import FeatureSpec
-from enclaverec.errors import ConfigError
+from enclaverec.errors import ConfigError, EnclaveRecError
 from enclaverec.federated.rounds import SelectionConfig
 from enclaverec.federated.strategies import LocalTraining, StrategyConfig
 from enclaverec.files import read_toml
 from enclaverec.paramservice.combine import RowNormalisation
-from enclaverec.report import TEEKind
+from enclaverec.tee.kinds import TEEKind
 from enclaverec.tee.policy import PolicySpec
+from enclaverec.trainer import ModelKind as ModelKind  # re-exported: its old home
+from enclaverec.trainer import initial_model
 
 FORMAT_VERSION = 1
 FEDERATION_FILE = "federation.toml"
 PARTY_FILE = "party.toml"
-
-
-class ModelKind(enum.Enum):
-    """What the parties train: the DLRM (TensorFlow), or the numpy logistic regression
-    (``enclaverec.logreg``) that protocol, fault and security tests use."""
-
-    DLRM = "dlrm"
-    LOGREG = "logreg"
 
 
 class UpdateEncoding(enum.Enum):
@@ -55,46 +51,11 @@ class UpdateEncoding(enum.Enum):
     DENSE = "dense"
 
 
-# --- reading TOML tables strictly ------------------------------------------------------
+# --- reading TOML tables strictly (shared with the distributed configuration) ---------
 
-
-def _table(data: Mapping[str, Any], key: str, where: str, *, required: bool = True) -> dict:
-    value = data.get(key)
-    if value is None:
-        if required:
-            raise ConfigError(f"{where}: missing table [{key}]")
-        return {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}: [{key}] must be a table")
-    return value
-
-
-def _check_keys(table: Mapping[str, Any], known: set[str], where: str) -> None:
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-        )
-
-
-def _get(
-    table: Mapping[str, Any],
-    key: str,
-    kind: type | tuple[type, ...],
-    where: str,
-    default: Any = ...,
-) -> Any:
-    if key not in table:
-        if default is ...:
-            raise ConfigError(f"{where}: missing key {key}")
-        return default
-    value = table[key]
-    # bool is an int in Python: never accept true for a number.
-    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-        raise ConfigError(f"{where}: {key} has the wrong type")
-    if not isinstance(value, kind):
-        raise ConfigError(f"{where}: {key} has the wrong type")
-    return value
+_table = config_tables.table
+_check_keys = config_tables.check_keys
+_get = config_tables.get
 
 
 def load_toml_file(path: Path) -> tuple[dict[str, Any], bytes]:
@@ -245,32 +206,75 @@ class FederatedPlan:
     def initial_model(self) -> tuple[Arrays, ModelLayout]:
         """The initial global model (numpy, seeded by the plan: no TensorFlow) and its
         layout. Every party could compute the same; the aggregator's copy is the one used."""
-        if self.model is ModelKind.LOGREG:
-            from enclaverec.data.schema import Examples
-            from enclaverec.logreg import LogisticRegressionTrainer
-
-            empty = Examples(
-                np.zeros((0, self.features.num_dense), np.float32),
-                np.zeros((0, self.features.num_categorical), np.int32),
-                np.zeros(0, np.float32),
-                np.zeros(0, np.int64),
-            )
-            trainer = LogisticRegressionTrainer(self.features, empty, seed=self.seed)
-            arrays = trainer.initial_arrays()
-            return arrays, ModelLayout.of(arrays, tables=trainer.table_names())
-        from enclaverec.dlrm.config import PRESETS, Preset
-        from enclaverec.dlrm.weights import EMBEDDING_PREFIX, initial_arrays
-
-        try:
-            config = PRESETS[Preset(self.preset)].model
-        except ValueError as exc:
-            raise ConfigError(f"unknown preset {self.preset!r}") from exc
-        arrays = initial_arrays(self.features, config, seed=self.seed)
-        tables = [name for name in arrays if name.startswith(EMBEDDING_PREFIX)]
-        return arrays, ModelLayout.of(arrays, tables=tables)
+        return initial_model(self.model, self.preset, self.features, self.seed)
 
 
 # --- the aggregator's measured configuration -------------------------------------------
+
+# RFC 1123 host names: dot-separated labels of letters, digits and inner hyphens.
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def check_address(host: str, port: int, what: str) -> None:
+    """Refuse a listen/connect address that cannot work: a port outside 1-65535, or a host
+    that is neither an IP address nor a host name (RFC 1123)."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ConfigError(f"{what}: a port is 1 to 65535, got {port}")
+    try:
+        ipaddress.ip_address(host.strip("[]") if host.startswith("[") else host)
+        return
+    except ValueError:
+        pass
+    name = host[:-1] if host.endswith(".") else host
+    if not name or len(name) > 253 or not all(_HOST_LABEL.fullmatch(p) for p in name.split(".")):
+        raise ConfigError(f"{what}: {host!r} is neither an IP address nor a host name")
+
+
+def check_member_keys(membership: Mapping[str, str], where: str) -> None:
+    """Valid party ids, each with a P-256 public key of its own: two ids sharing one key
+    would let one site enroll as both and send two updates per round."""
+    from enclaverec.tee.attested_ca import check_party_id
+
+    if not membership:
+        raise ConfigError(f"{where}: the membership lists no party")
+    seen: dict[bytes, str] = {}
+    for party, pem in membership.items():
+        try:
+            check_party_id(party)
+            key = parse_public_key_pem(pem.encode(), source=f"{where}: key of {party}")
+        except EnclaveRecError as exc:
+            raise ConfigError(str(exc)) from exc
+        der = public_key_der(key)
+        if der in seen:
+            raise ConfigError(
+                f"{where}: {seen[der]} and {party} have the same public key; each member "
+                "needs its own"
+            )
+        seen[der] = party
+
+
+def check_min_parties(min_parties: int, members: int, where: str) -> None:
+    if min_parties > members:
+        raise ConfigError(f"{where}: min_parties {min_parties} exceeds the {members} members")
+
+
+def check_membership(
+    membership: Mapping[str, str], max_rows: Mapping[str, int], where: str
+) -> None:
+    """The membership the aggregator accepts (``init`` runs the same checks before it
+    writes anything): :func:`check_member_keys`, and for every member a positive
+    ``max_rows``, the bound on its updates' weight and on the rows it may score."""
+    check_member_keys(membership, where)
+    if set(max_rows) != set(membership):
+        missing = sorted(set(membership) - set(max_rows))
+        raise ConfigError(
+            f"{where}: every member needs max_rows (the most rows it trains on); "
+            f"missing for {', '.join(missing) or 'none'}, unknown for "
+            f"{', '.join(sorted(set(max_rows) - set(membership))) or 'none'}"
+        )
+    for party, rows in max_rows.items():
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+            raise ConfigError(f"{where}: max_rows of {party} must be a positive integer")
 
 
 @dataclass(frozen=True)
@@ -286,6 +290,9 @@ class FederationConfig:
     party_policy: PolicySpec | None
     source: Path
     raw: bytes
+    max_rows: Mapping[str, int] = field(default_factory=dict)
+    """Each member's bound: its weight is min(claimed rows, max_rows); it may score at most
+    max_rows validation and max_rows test rows."""
     listen_host: str = "127.0.0.1"
     listen_port: int = 50051
     enrollment_port: int = 50052
@@ -294,13 +301,14 @@ class FederationConfig:
     Gramine argv is fixed, so this is the way to give it."""
 
     def __post_init__(self) -> None:
-        if not self.membership:
-            raise ConfigError(f"{self.source}: the membership lists no party")
-        if self.plan.selection.min_parties > len(self.membership):
-            raise ConfigError(
-                f"{self.source}: min_parties {self.plan.selection.min_parties} exceeds the "
-                f"{len(self.membership)} members"
-            )
+        check_membership(self.membership, self.max_rows, str(self.source))
+        check_address(self.listen_host, self.listen_port, f"{self.source} [aggregator] port")
+        check_address(
+            self.listen_host, self.enrollment_port, f"{self.source} [aggregator] enrollment_port"
+        )
+        if self.enrollment_port == self.listen_port:
+            raise ConfigError(f"{self.source}: the two ports of [aggregator] must differ")
+        check_min_parties(self.plan.selection.min_parties, len(self.membership), str(self.source))
         if self.parties_attest and self.tee is not TEEKind.NONE:
             if self.party_policy is None or not self.party_policy.identity_checked:
                 raise ConfigError(
@@ -313,6 +321,12 @@ class FederationConfig:
     @classmethod
     def load(cls, path: Path) -> FederationConfig:
         data, raw = load_toml_file(path)
+        return cls.from_document(data, raw=raw, path=path)
+
+    @classmethod
+    def from_document(cls, data: Mapping[str, Any], *, raw: bytes, path: Path) -> FederationConfig:
+        """The configuration a parsed ``federation.toml`` describes, with every check the
+        aggregator makes; ``init`` calls it on what it is about to write."""
         where = str(path)
         _check_keys(data, {"federation", "aggregator", "plan", "membership", "party_policy"}, where)
         aggregator = _table(data, "aggregator", where, required=False)
@@ -333,10 +347,14 @@ class FederationConfig:
             raise ConfigError(f"{where}: {exc}") from exc
         simulation = federation.get("simulation")
         membership = {}
+        max_rows = {}
         for party, entry in _table(data, "membership", where).items():
-            if not isinstance(entry, dict) or set(entry) != {"public_key"}:
-                raise ConfigError(f"{where}: [membership.{party}] must hold exactly public_key")
+            if not isinstance(entry, dict) or set(entry) != {"public_key", "max_rows"}:
+                raise ConfigError(
+                    f"{where}: [membership.{party}] must hold exactly public_key and max_rows"
+                )
             membership[party] = _get(entry, "public_key", str, where)
+            max_rows[party] = _get(entry, "max_rows", int, where)
         policy_table = _table(data, "party_policy", where, required=False)
         return cls(
             name=_get(federation, "name", str, where),
@@ -350,6 +368,7 @@ class FederationConfig:
             else None,
             source=path,
             raw=raw,
+            max_rows=max_rows,
             listen_host=_get(aggregator, "host", str, where, "127.0.0.1"),
             listen_port=_get(aggregator, "port", int, where, 50051),
             enrollment_port=_get(aggregator, "enrollment_port", int, where, 50052),
@@ -365,6 +384,7 @@ def federation_toml(
     simulation: str | None,
     plan: FederatedPlan,
     membership: Mapping[str, str],
+    max_rows: Mapping[str, int],
     party_policy: PolicySpec | None,
     host: str = "127.0.0.1",
     port: int = 50051,
@@ -387,7 +407,13 @@ def federation_toml(
         "federation": federation,
         "aggregator": {"host": host, "port": port, "enrollment_port": enrollment_port},
         "plan": plan.to_toml(),
-        "membership": {party: {"public_key": pem} for party, pem in membership.items()},
+        "membership": {
+            party: {"public_key": pem, "max_rows": max_rows[party]}
+            if party in max_rows
+            # A member without a bound is written as is, and refused by the loader.
+            else {"public_key": pem}
+            for party, pem in membership.items()
+        },
     }
     if party_policy is not None:
         document["party_policy"] = party_policy.to_toml()

@@ -17,8 +17,9 @@ from enclaverec.errors import ConfigError
 from enclaverec.federated.aggregator import FederatedAggregator
 from enclaverec.federated.config import FederatedPlan, FederationConfig, ModelKind, PartyConfig
 from enclaverec.federated.party import FederatedParty, PartyOptions, PartyResult, TrainerFactory
-from enclaverec.paramservice.roles import role_backend, verifier_context
-from enclaverec.report import TEEKind
+from enclaverec.tee.kinds import TEEKind
+from enclaverec.tee.role_setup import role_backend as role_backend
+from enclaverec.tee.role_setup import verifier_context as verifier_context
 from enclaverec.trainer import Trainer
 from enclaverec.transport.endpoints import ServerEndpoints
 from enclaverec.transport.enrollment import EnrollmentCredentials

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,10 +42,11 @@ from enclaverec.federated.config import (
     FEDERATION_FILE,
     PARTY_FILE,
     FederatedPlan,
+    FederationConfig,
     federation_toml,
     party_toml,
 )
-from enclaverec.report import TEEKind
+from enclaverec.tee.kinds import TEEKind
 from enclaverec.tee.measurement import ROLE_ISV_PROD_IDS, measured_inputs
 from enclaverec.tee.policy import PolicySpec
 
@@ -98,6 +100,7 @@ def init_federation(
     parties_attest: bool,
     party_data: Sequence[DataSet] | None = None,
     members: Mapping[str, Path] | None = None,
+    max_rows: Mapping[str, int] | None = None,
     host: str = "127.0.0.1",
     port: int = 50051,
     enrollment_port: int = 50052,
@@ -106,15 +109,27 @@ def init_federation(
     name: str = "federation",
     pccs_url: str | None = None,
 ) -> FederationFiles:
-    """Write a federation's files under ``root`` (which must not exist or be empty)."""
+    """Write a federation's files under ``root`` (which must not exist or be empty).
+
+    Each member's ``max_rows`` (the bound on its weight and on the rows it may score) comes
+    from ``max_rows`` or, when init writes the parties' data, from the size of each share.
+    """
     if parties < 1:
         raise UsageError(f"a federation needs at least one party, got {parties}")
     if root.exists() and any(root.iterdir()):
         raise UsageError(f"refusing to write into the non-empty folder {root}")
     if party_data is not None and len(party_data) != parties:
         raise UsageError(f"{len(party_data)} data shares for {parties} parties")
-    if members is not None and set(members) != {party_id(i) for i in range(parties)}:
+    ids = {party_id(i) for i in range(parties)}
+    if members is not None and set(members) != ids:
         raise UsageError(f"--member must name exactly party-0 .. party-{parties - 1}")
+    if max_rows is None and party_data is not None:
+        max_rows = {party_id(i): len(share.train) for i, share in enumerate(party_data)}
+    if max_rows is None or set(max_rows) != ids:
+        raise UsageError(
+            "every member needs its max_rows: give the parties' data, or --member "
+            "ID=FILE.pub:ROWS for each"
+        )
     attest = parties_attest and tee is not TEEKind.NONE
     if attest and tee is TEEKind.GRAMINE and party_mrsigner is None:
         raise ConfigError(
@@ -132,6 +147,7 @@ def init_federation(
             attest=attest,
             party_data=party_data,
             members=members,
+            max_rows=max_rows,
             host=host,
             port=port,
             enrollment_port=enrollment_port,
@@ -161,6 +177,7 @@ def _write_federation(
     attest: bool,
     party_data: Sequence[DataSet] | None,
     members: Mapping[str, Path] | None,
+    max_rows: Mapping[str, int],
     host: str,
     port: int,
     enrollment_port: int,
@@ -208,22 +225,27 @@ def _write_federation(
             unsafe_allow_simulation=bool(sim_roots),
             simulation_roots=sim_roots,
         )
-    federation_bytes = _write_toml(
-        root / FEDERATION_FILE,
-        federation_toml(
-            name=name,
-            tee=tee,
-            parties_attest=attest,
-            simulation=SIMULATION_DIR if simulation_dir else None,
-            plan=plan,
-            membership=membership,
-            party_policy=party_policy,
-            host=host,
-            port=port,
-            enrollment_port=enrollment_port,
-            pccs_url=pccs_url,
-        ),
+    document = federation_toml(
+        name=name,
+        tee=tee,
+        parties_attest=attest,
+        simulation=SIMULATION_DIR if simulation_dir else None,
+        plan=plan,
+        membership=membership,
+        max_rows=max_rows,
+        party_policy=party_policy,
+        host=host,
+        port=port,
+        enrollment_port=enrollment_port,
+        pccs_url=pccs_url,
     )
+    # The aggregator's own checks, before anything measured is written: a federation it
+    # would refuse (a port above 65535, a shared key, ...) is refused here (exit 2).
+    serialized = tomli_w.dumps(document).encode()
+    FederationConfig.from_document(
+        tomllib.loads(serialized.decode()), raw=serialized, path=root / FEDERATION_FILE
+    )
+    federation_bytes = _write_toml(root / FEDERATION_FILE, document)
     if tee is TEEKind.SIMULATED:
         aggregator_mrenclave = measured_inputs("aggregator", federation_bytes).mrenclave()
 

@@ -27,28 +27,13 @@ from enclaverec.errors import EnclaveRecError, TrainingError
 from enclaverec.federated.aggregator import AUDIT_FILE, SUMMARY_FILE
 from enclaverec.federated.config import FederatedPlan
 from enclaverec.federated.setup import FederationFiles, init_federation
-from enclaverec.report import TEEKind
+from enclaverec.tee.kinds import TEEKind
+from enclaverec.transport.endpoints import free_ports as free_ports  # shared home
 
 log = logging.getLogger(__name__)
 
 FEDERATION_DIR = "federation"
 LOGS_DIR = "logs"
-
-
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """Ports free right now on ``host`` (the OS picks them; a race with another process
-    binding the same port in between is possible but harmless: the role then fails to
-    start with a clear error)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((host, 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 @dataclass(frozen=True)
@@ -71,6 +56,32 @@ class SimulationResult:
     party_exit_codes: dict[str, int]
     wall_seconds: float
     logs: Path
+
+
+def last_error_line(log_path: Path) -> str | None:
+    """The cause of a role's failure as its log states it: the last line the command
+    printed on its way out (``enclaverec: error: ...``, ``enclaverec: refused ...``), else
+    the last line logged at ERROR, else the last line; None without a readable log."""
+    try:
+        lines = [
+            line.strip()
+            for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+            if line.strip()
+        ]
+    except OSError:
+        return None
+    for prefix in ("enclaverec: ", "ERROR"):
+        for line in reversed(lines):
+            if line.startswith(prefix):
+                return line
+    return lines[-1] if lines else None
+
+
+def _failure(name: str, code: int | None, logs: Path) -> str:
+    """``name (exit N: cause; log: path)``, the cause from the role's own log."""
+    log_path = logs / f"{name}.log"
+    cause = last_error_line(log_path)
+    return f"{name} (exit {code}" + (f": {cause}" if cause else "") + f"; log: {log_path})"
 
 
 def _role_command(*args: str) -> list[str]:
@@ -197,9 +208,7 @@ def run_simulation(
                 if any(code != 0 for code in failed.values()):
                     raise EnclaveRecError(
                         "every party stopped before the federation finished: "
-                        + ", ".join(
-                            f"{n} (exit {c}; see {logs / (n + '.log')})" for n, c in failed.items()
-                        )
+                        + ", ".join(_failure(n, c, logs) for n, c in failed.items())
                     )
             if time.monotonic() > deadline:
                 raise TrainingError(
@@ -211,7 +220,7 @@ def run_simulation(
                 on_event(event)
         if aggregator != 0:
             raise EnclaveRecError(
-                f"the aggregator exited with code {aggregator}; see {logs / 'aggregator.log'}"
+                "the aggregator failed: " + _failure("aggregator", aggregator, logs)
             )
         codes = {}
         for name, process in processes.items():
@@ -256,9 +265,6 @@ def check_parties(result: SimulationResult) -> None:
     failed = {name: code for name, code in result.party_exit_codes.items() if code != 0}
     if failed:
         raise EnclaveRecError(
-            "part(ies) failed: "
-            + ", ".join(
-                f"{name} (exit {code}; see {result.logs / (name + '.log')})"
-                for name, code in failed.items()
-            )
+            "party(ies) failed: "
+            + ", ".join(_failure(name, code, result.logs) for name, code in failed.items())
         )

@@ -15,9 +15,10 @@ import numpy as np
 import tomli_w
 
 from enclaverec.arrays import ModelLayout
-from enclaverec.errors import MalformedInputError
+from enclaverec.errors import AggregationRefusedError, MalformedInputError
 from enclaverec.federated.config import FederationConfig
 from enclaverec.tee.measurement import canonical_config
+from enclaverec.transport import tensors
 from enclaverec.transport.proto import federated_pb2
 
 FLOAT_DTYPE = np.dtype("<f4")
@@ -81,7 +82,27 @@ def encode_evaluation(
     )
 
 
-def decode_evaluation(payload: federated_pb2.EvaluationPayload) -> Evaluation:
+def max_evaluation_bytes(max_rows: int) -> int:
+    """The exact largest ``EvaluationPayload`` of a party bounded by ``max_rows``: that many
+    validation rows (score, label) and test rows (score, label, row id), its integers at
+    their largest and the incarnation at ``MAX_INCARNATION_BYTES``."""
+    if max_rows < 1:
+        return 0
+    float_bytes = max_rows * FLOAT_DTYPE.itemsize
+    return (
+        tensors.max_varint_field(32)  # round
+        + tensors.max_varint_field(64)  # model_version
+        + tensors.field_size(tensors.MAX_INCARNATION_BYTES)
+        + 4 * tensors.field_size(float_bytes)
+        + tensors.field_size(max_rows * ROW_DTYPE.itemsize)
+    )
+
+
+def decode_evaluation(
+    payload: federated_pb2.EvaluationPayload, *, max_rows: int | None = None
+) -> Evaluation:
+    """A party's scores; refuses lengths that disagree, scores that are not probabilities
+    (NaN included), labels that are not 0/1, and more than ``max_rows`` rows per split."""
     validation_scores = _floats(payload.validation_scores, "validation scores")
     validation_labels = _floats(payload.validation_labels, "validation labels")
     test_scores = _floats(payload.test_scores, "test scores")
@@ -93,6 +114,11 @@ def decode_evaluation(payload: federated_pb2.EvaluationPayload) -> Evaluation:
         raise MalformedInputError("validation scores and labels differ in length")
     if not (len(test_scores) == len(test_labels) == len(test_row_ids)):
         raise MalformedInputError("test scores, labels and row ids differ in length")
+    if max_rows is not None and max(len(validation_scores), len(test_scores)) > max_rows:
+        raise AggregationRefusedError(
+            f"the evaluation scores {len(validation_scores)} validation and "
+            f"{len(test_scores)} test rows; this party's bound is {max_rows}"
+        )
     for name, values in (("validation", validation_scores), ("test", test_scores)):
         if not np.all(np.isfinite(values)) or np.any((values < 0) | (values > 1)):
             raise MalformedInputError(f"{name} scores must be probabilities")

@@ -17,6 +17,29 @@ from enclaverec.transport import tensors
 from enclaverec.transport.proto import paramservice_pb2
 
 
+def max_bundle_bytes(layout: ModelLayout) -> int:
+    """The largest ``ArrayBundle`` a legitimate sender makes for ``layout``: every array
+    whole, every table whole or as all of its rows (row ids included), whichever is larger."""
+    return sum(
+        tensors.max_tensor_bytes(name, spec.dtype, spec.shape, table=spec.table)
+        for name, spec in layout.specs.items()
+    )
+
+
+def max_update_bytes(layout: ModelLayout) -> int:
+    """The exact maximum size of a legitimate ``UpdatePayload`` for ``layout`` (its
+    integers at their largest, the incarnation at ``MAX_INCARNATION_BYTES``). A push that
+    streams more is refused before it is buffered."""
+    return (
+        tensors.max_varint_field(32)  # step
+        + tensors.max_varint_field(64)  # base_version
+        + tensors.field_size(tensors.MAX_INCARNATION_BYTES)
+        + tensors.max_varint_field(64)  # num_samples
+        + 2 * 9  # train_loss, train_seconds: fixed64 with a tag byte
+        + tensors.field_size(max_bundle_bytes(layout))
+    )
+
+
 def _shapes(layout: ModelLayout) -> dict[str, tuple[int, ...]]:
     return {name: spec.shape for name, spec in layout.specs.items()}
 
@@ -90,5 +113,6 @@ def encode_update(
 
 
 def decode_update(payload: paramservice_pb2.UpdatePayload) -> ModelUpdate:
+    """The update a payload carries (shapes and values judged by ``combine.check_update``)."""
     dense, sparse = tensors.decode_bundle(payload.delta)
     return ModelUpdate(dense=dense, sparse=sparse, num_samples=int(payload.num_samples))

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from enclaverec.arrays import Arrays, ModelLayout, ModelUpdate, SparseRows
-from enclaverec.errors import AggregationRefusedError
+from enclaverec.errors import AggregationRefusedError, NonFiniteError
 
 ACCUMULATOR_DTYPE = np.float64
 
@@ -78,7 +78,7 @@ def check_update(
                 f"expected {spec.dtype}{list(spec.shape)}",
             )
         if not np.all(np.isfinite(value)):
-            raise _refuse(contributor, f"{name}: non-finite values")
+            raise NonFiniteError(f"update from {contributor} refused: {name}: non-finite values")
         squared_norm += float(np.sum(np.square(value, dtype=ACCUMULATOR_DTYPE)))
     for name, rows in update.sparse.items():
         spec = layout.specs[name]
@@ -90,6 +90,31 @@ def check_update(
         raise _refuse(
             contributor, f"L2 norm {math.sqrt(squared_norm):.6g} exceeds the bound {norm_bound:.6g}"
         )
+
+
+def bounded_weight(claimed: int, max_rows: int | None) -> int:
+    """A contributor's weight: the rows it claims, never more than the measured plan's
+    bound for it (one member cannot outweigh the others by claiming 2**62 rows)."""
+    return claimed if max_rows is None else min(claimed, max_rows)
+
+
+def check_reported(contributor: str, *, train_loss: float, train_seconds: float) -> None:
+    """Refuse the numbers reported beside an update that are not finite (or negative time):
+    they are summed into the federation's summary."""
+    if not math.isfinite(train_loss):
+        raise NonFiniteError(f"update from {contributor} refused: train_loss is {train_loss}")
+    if not (math.isfinite(train_seconds) and train_seconds >= 0):
+        raise NonFiniteError(f"update from {contributor} refused: train_seconds is {train_seconds}")
+
+
+def check_finite_result(update: ModelUpdate, what: str) -> None:
+    """Refuse a combination whose result is not finite (finite inputs can overflow)."""
+    for name, value in update.dense.items():
+        if not np.all(np.isfinite(value)):
+            raise NonFiniteError(f"{what}: {name} is not finite; the model is kept as it was")
+    for name, rows in update.sparse.items():
+        if not np.all(np.isfinite(rows.values)):
+            raise NonFiniteError(f"{what}: {name} is not finite; the model is kept as it was")
 
 
 def _check_rows(
@@ -110,7 +135,7 @@ def _check_rows(
     if len(ids) > 1 and not np.all(ids[1:] > ids[:-1]):
         raise _refuse(contributor, f"{name}: row ids must be unique and ascending")
     if not np.all(np.isfinite(rows.values)):
-        raise _refuse(contributor, f"{name}: non-finite values")
+        raise NonFiniteError(f"update from {contributor} refused: {name}: non-finite values")
 
 
 def check_updates(

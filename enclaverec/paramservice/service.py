@@ -12,26 +12,30 @@ serve versions.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 import grpc
 
 from enclaverec.arrays import Arrays, ModelUpdate
-from enclaverec.errors import AggregationRefusedError, MalformedInputError, StaleUpdateError
-from enclaverec.paramservice.codec import decode_update, encode_model
-from enclaverec.paramservice.combine import check_update
+from enclaverec.errors import (
+    AggregationRefusedError,
+    MalformedInputError,
+    MessageTooLargeError,
+    StaleUpdateError,
+)
+from enclaverec.paramservice.codec import decode_update, encode_model, max_update_bytes
+from enclaverec.paramservice.combine import bounded_weight, check_reported, check_update
 from enclaverec.paramservice.store import NEVER, ModelChanges, ParameterStore
 from enclaverec.transport import tensors
 from enclaverec.transport.proto import paramservice_pb2, paramservice_pb2_grpc, tensors_pb2
 
 log = logging.getLogger(__name__)
-
-MAX_UPDATE_BYTES = 2 << 30  # a kaggle-shape dense update is ~170 MB; refuse above 2 GiB
 
 
 @dataclass(frozen=True)
@@ -64,14 +68,22 @@ class ParameterService:
         sink: UpdateSink,
         *,
         norm_bound: float | None = None,
+        weight_bounds: Mapping[str, int] | None = None,
         lock: threading.Condition | None = None,
     ) -> None:
         self.store = store
         self.sink = sink
         self.norm_bound = norm_bound
+        # Each contributor's largest weight (its measured max_rows); None: unbounded
+        # (distributed training, where workers' weights are fixed by the job).
+        self.weight_bounds = dict(weight_bounds) if weight_bounds is not None else None
         self.lock = lock or threading.Condition()
         self.incarnation = secrets.token_hex(8)
         self.best: Callable[[], tuple[Arrays, int]] | None = None
+        # The exact largest legitimate push; a stream beyond it is refused as it arrives,
+        # and one caller's concurrent pushes share that allowance.
+        self.max_update_bytes = max_update_bytes(store.layout)
+        self.in_flight = tensors.InFlightBudget()
 
     def changes(self, since: int, incarnation: str) -> tuple[ModelChanges, bool]:
         """What a caller holding ``since`` (of ``incarnation``) needs; the whole model,
@@ -99,6 +111,20 @@ class ParameterService:
             check_update(
                 update, self.store.layout, contributor=contributor, norm_bound=self.norm_bound
             )
+            check_reported(
+                contributor, train_loss=payload.train_loss, train_seconds=payload.train_seconds
+            )
+            if self.weight_bounds is not None:
+                update = dataclasses.replace(
+                    update,
+                    num_samples=bounded_weight(
+                        update.num_samples, self.weight_bounds.get(contributor, 0)
+                    ),
+                )
+                if update.num_samples <= 0:
+                    raise AggregationRefusedError(
+                        f"update from {contributor} refused: it has no weight bound"
+                    )
             self.sink(
                 PushedUpdate(
                     contributor=contributor,
@@ -116,21 +142,36 @@ Identify = Callable[[grpc.ServicerContext], str]
 """Who the caller is; must abort the call (UNAUTHENTICATED) for an unknown caller."""
 
 
-def abort_refused(context: grpc.ServicerContext, exc: Exception) -> None:
-    """End an RPC whose request was refused: INVALID_ARGUMENT for what could not be read,
-    FAILED_PRECONDITION for what was read and refused (callers branch on the two)."""
-    code = (
-        grpc.StatusCode.INVALID_ARGUMENT
-        if isinstance(exc, MalformedInputError)
-        else grpc.StatusCode.FAILED_PRECONDITION
-    )
-    context.abort(code, str(exc))
+def refusal_status(exc: Exception) -> grpc.StatusCode:
+    """The status of a refused request: RESOURCE_EXHAUSTED over a size limit,
+    INVALID_ARGUMENT for what could not be read, FAILED_PRECONDITION for what was read and
+    refused by a check (callers branch on the three)."""
+    if isinstance(exc, MessageTooLargeError):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+    if isinstance(exc, MalformedInputError):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    return grpc.StatusCode.FAILED_PRECONDITION
+
+
+def abort_refused(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
+    """End an RPC whose request was refused, with :func:`refusal_status`."""
+    context.abort(refusal_status(exc), str(exc))
+    raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
+
+
+def as_refusal(exc: Exception, what: str) -> Exception:
+    """A refusal for anything decoding a peer's bytes raised: our typed errors as they
+    are; anything else (a check we missed) as undecodable input, never gRPC's UNKNOWN."""
+    if isinstance(exc, (AggregationRefusedError, MalformedInputError)):
+        return exc
+    return MalformedInputError(f"{what} could not be decoded ({type(exc).__name__})")
 
 
 class ParameterServicer(paramservice_pb2_grpc.ParameterServiceServicer):
     """The gRPC face of a :class:`ParameterService`. ``on_pull_best`` lets the owner note
-    who fetched the final model; ``on_refused`` who sent what was refused, for which step
-    (-1 when the payload could not even be read), and the refusal."""
+    who received the whole final model (called after its stream's last frame);
+    ``on_refused`` who sent what was refused, for which step (-1 when the payload could
+    not even be read), and the refusal."""
 
     def __init__(
         self,
@@ -157,8 +198,12 @@ class ParameterServicer(paramservice_pb2_grpc.ParameterServiceServicer):
             payload = encode_model(
                 arrays, {}, layout, version=0, incarnation="", complete=True, tag=tag
             )
+            yield from tensors.to_chunks(payload)
+            # Here only once gRPC took the last frame (a cancelled or broken stream ends at
+            # a yield): the caller has the whole best model, not merely asked for it.
             if self.on_pull_best is not None:
                 self.on_pull_best(caller)
+            return
         else:
             changes, complete = self.service.changes(request.since_version, request.incarnation)
             payload = encode_model(
@@ -176,15 +221,22 @@ class ParameterServicer(paramservice_pb2_grpc.ParameterServiceServicer):
         step = -1
         try:
             payload = tensors.from_chunks(
-                request_iterator, paramservice_pb2.UpdatePayload, max_bytes=MAX_UPDATE_BYTES
+                request_iterator,
+                paramservice_pb2.UpdatePayload,
+                max_bytes=self.service.max_update_bytes,
+                budget=self.service.in_flight,
+                caller=caller,
             )
             step = payload.step
             self.service.push(caller, payload)
-        except (AggregationRefusedError, MalformedInputError) as exc:
-            log.warning("%s", exc)
+        except Exception as exc:  # noqa: BLE001 - every refusal gets a status and an audit event
+            refusal = as_refusal(exc, f"the update from {caller}")
+            if refusal is not exc:
+                log.warning("undecodable update from %s", caller, exc_info=exc)
+            log.warning("%s", refusal)
             if self.on_refused is not None:
-                self.on_refused(caller, step, exc)
-            abort_refused(context, exc)
+                self.on_refused(caller, step, refusal)
+            abort_refused(context, refusal)
         return paramservice_pb2.PushReply(accepted=True)
 
 

@@ -25,9 +25,10 @@ from enclaverec.errors import (
     AggregationRefusedError,
     BarrierTimeoutError,
     MalformedInputError,
+    MessageTooLargeError,
     StaleUpdateError,
 )
-from enclaverec.paramservice.service import Identify, abort_refused
+from enclaverec.paramservice.service import Identify, abort_refused, as_refusal
 from enclaverec.paramservice.shard import Gradients, PulledRows, ShardServer
 from enclaverec.paramservice.shards import ShardMap
 from enclaverec.transport import tensors
@@ -138,8 +139,8 @@ class ShardServicer(shard_pb2_grpc.ParameterShardServicer):
                     raise MalformedInputError(f"{message.name}: asked twice")
                 tables[message.name] = _decode_ids(message)
             pulled = self.server.pull(caller, int(request.step), tables, bool(request.dense))
-        except (AggregationRefusedError, MalformedInputError) as exc:
-            self._refuse(context, caller, int(request.step), exc)
+        except Exception as exc:  # noqa: BLE001 - every refusal gets a status and an audit event
+            self._refuse(context, caller, int(request.step), as_refusal(exc, f"a pull by {caller}"))
         return encode_rows(pulled, self.server.layout)
 
     def PushGradients(self, request, context):  # noqa: N802
@@ -147,8 +148,8 @@ class ShardServicer(shard_pb2_grpc.ParameterShardServicer):
         step = int(request.step)
         try:
             self.server.push(caller, decode_gradients(request))
-        except (AggregationRefusedError, MalformedInputError) as exc:
-            self._refuse(context, caller, step, exc)
+        except Exception as exc:  # noqa: BLE001 - every refusal gets a status and an audit event
+            self._refuse(context, caller, step, as_refusal(exc, f"the gradients from {caller}"))
         return shard_pb2.PushGradientsReply(accepted=True)
 
     def AwaitStep(self, request, context):  # noqa: N802
@@ -209,6 +210,8 @@ def _refusal(exc: grpc.RpcError) -> Exception:
     """A refused RPC as the typed error the server raised (by status code)."""
     code = exc.code()
     details = exc.details() or str(code)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return MessageTooLargeError(details)
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return MalformedInputError(details)
     if code == grpc.StatusCode.ABORTED:

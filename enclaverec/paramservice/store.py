@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from enclaverec.arrays import Arrays, ModelLayout, ModelUpdate, SparseRows
-from enclaverec.errors import AggregationRefusedError
+from enclaverec.errors import AggregationRefusedError, NonFiniteError
 
 NEVER = -1  # "holds nothing": every array and row counts as changed
 
@@ -55,10 +55,6 @@ class ParameterStore:
         """A copy of every array (the caller owns it)."""
         return {name: value.copy() for name, value in self._arrays.items()}
 
-    def view(self) -> Mapping[str, np.ndarray]:
-        """The live arrays, read-only by convention: for evaluation inside the enclave."""
-        return self._arrays
-
     def changes_since(self, since: int) -> ModelChanges:
         """Dense arrays and table rows changed after version ``since`` (``NEVER``: all)."""
         if since > self.version:
@@ -76,25 +72,31 @@ class ParameterStore:
             sparse[name] = SparseRows(rows, self._arrays[name][rows].copy())
         return ModelChanges(since=since, version=self.version, dense=dense, sparse=sparse)
 
-    def replace(self, arrays: Mapping[str, np.ndarray]) -> int:
-        """Set every array (e.g. after a server optimizer step computed elsewhere)."""
-        return self._commit({name: np.asarray(value) for name, value in arrays.items()}, {})
-
     def apply(self, update: ModelUpdate, *, scale: float = 1.0) -> int:
         """``arrays += scale * update`` (only the rows it carries, for sparse tables);
         returns the new version."""
-        new_dense = {
-            name: self._arrays[name]
-            + (value if scale == 1.0 else scale * value).astype(self._arrays[name].dtype)
-            for name, value in update.dense.items()
-        }
-        new_rows = {}
-        for name, rows in update.sparse.items():
-            values = rows.values if scale == 1.0 else (scale * rows.values)
-            new_rows[name] = SparseRows(
-                rows.row_ids,
-                self._arrays[name][rows.row_ids] + values.astype(self._arrays[name].dtype),
-            )
+        # Overflow is checked below, not warned about.
+        with np.errstate(over="ignore", invalid="ignore"):
+            new_dense = {
+                name: self._arrays[name]
+                + (value if scale == 1.0 else scale * value).astype(self._arrays[name].dtype)
+                for name, value in update.dense.items()
+            }
+            new_rows = {}
+            for name, rows in update.sparse.items():
+                values = rows.values if scale == 1.0 else (scale * rows.values)
+                new_rows[name] = SparseRows(
+                    rows.row_ids,
+                    self._arrays[name][rows.row_ids] + values.astype(self._arrays[name].dtype),
+                )
+        # Finite updates can still overflow (two of 3e38 in float32): refuse before
+        # anything changes, so the store keeps the last model.
+        for name, value in [*new_dense.items(), *((n, r.values) for n, r in new_rows.items())]:
+            if not np.all(np.isfinite(value)):
+                raise NonFiniteError(
+                    f"{name} would not be finite after this change; the model is kept at "
+                    f"version {self.version}"
+                )
         return self._commit(new_dense, new_rows)
 
     def _commit(self, dense: Mapping[str, np.ndarray], rows: Mapping[str, SparseRows]) -> int:

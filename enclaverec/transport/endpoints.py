@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass
 
 from enclaverec.errors import UsageError
@@ -58,3 +59,19 @@ class ServerEndpoints:
         if self.enrollment_port is None:
             raise UsageError("this server has no enrollment port (plaintext baseline)")
         return grpc_target(self.host, self.enrollment_port)
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """Ports free right now on ``host`` (the OS picks them; a race with another process
+    binding the same port in between is possible but harmless: the role then fails to
+    start with a clear error)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((host, 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()

@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -22,6 +23,7 @@ from enclaverec.errors import (
     CertificateError,
     EnrollmentRefusedError,
     MalformedInputError,
+    MembershipError,
     PeerNotAttestedError,
     TransportError,
     UsageError,
@@ -45,6 +47,10 @@ log = logging.getLogger(__name__)
 
 CHECK_METADATA = "enclaverec-check"
 """Trailing metadata naming the check that refused an enrollment (``membership``, ...)."""
+MEMBERSHIP_REFUSAL = (
+    "enrollment refused (membership): this party id and signature are not a member of "
+    "this federation"
+)
 DEFAULT_EVIDENCE_VALIDITY = dt.timedelta(minutes=10)
 DEFAULT_ENROLLMENT_TIMEOUT_SECONDS = 30.0
 
@@ -53,8 +59,13 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServicer):
     """Serves :class:`AttestedCA` over gRPC. Refusals are PERMISSION_DENIED with the check's
     name in the trailing metadata; malformed requests INVALID_ARGUMENT."""
 
-    def __init__(self, ca: AttestedCA) -> None:
+    def __init__(
+        self, ca: AttestedCA, *, on_refused: Callable[[str, str, str], None] | None = None
+    ) -> None:
         self._ca = ca
+        # Receives (claimed party id, check, detail) of every refusal: the owner's audit
+        # log, which alone holds the detail of a membership refusal.
+        self._on_refused = on_refused
 
     def Challenge(  # noqa: N802 - gRPC method name
         self, request: enrollment_pb2.ChallengeRequest, context: grpc.ServicerContext
@@ -80,10 +91,18 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServicer):
             )
         except (VerificationError, PeerNotAttestedError) as exc:
             check = exc.check if isinstance(exc, VerificationError) else "not_attested"
+            if self._on_refused is not None:
+                self._on_refused(request.party_id, check, str(exc))
+            if isinstance(exc, MembershipError):
+                # One answer for an unlisted id, a listed id with another key, and a key
+                # claiming another member's id: the joiner learns nothing about the list.
+                message = MEMBERSHIP_REFUSAL
+            else:
+                message = f"enrollment refused ({check}): {exc}"
             # The party id is only what the joiner claims; it is logged as such.
-            log.warning("refused an enrollment claiming %r (%s): %s", request.party_id, check, exc)
+            log.warning("refused an enrollment claiming %r (%s)", request.party_id, check)
             context.set_trailing_metadata(((CHECK_METADATA, check),))
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"enrollment refused ({check}): {exc}")
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, message)
         except MalformedInputError as exc:
             log.warning("refused a malformed enrollment request: %s", exc)
             context.set_trailing_metadata(((CHECK_METADATA, "malformed"),))

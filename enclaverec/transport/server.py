@@ -345,6 +345,7 @@ class AttestedServer:
         *,
         evidence_verification: VerifierContext | None = None,
         audit: AuditHook | None = None,
+        refused: Callable[[str, str, str], None] | None = None,
         clock: Clock = system_clock,
         application_options: Sequence[ServerOption] = (),
     ) -> AttestedServer:
@@ -352,7 +353,8 @@ class AttestedServer:
 
         ``evidence_verification`` verifies joiners' evidence against the joiners' policy
         (required when ``enrollment.require_evidence``); ``audit`` receives one record per
-        certificate issued.
+        certificate issued; ``refused`` (claimed party id, check, detail) one per refused
+        enrollment.
         """
         ca = AttestedCA(
             identity.ca_key,
@@ -373,7 +375,7 @@ class AttestedServer:
             ],
         )
         enrollment_pb2_grpc.add_EnrollmentServicer_to_server(
-            EnrollmentServicer(ca), enrollment_server
+            EnrollmentServicer(ca, on_refused=refused), enrollment_server
         )
         return cls(
             listen=listen,
@@ -428,6 +430,18 @@ class AttestedServer:
     @property
     def ca(self) -> AttestedCA | None:
         return self._ca
+
+    @property
+    def enrollment_server(self) -> grpc.Server | None:
+        """The enrollment port's server (RA-TLS, no client certificate asked), for services
+        that callers without an enclave certificate must reach, such as an owner who
+        proves itself by a signature. Add them before :meth:`start`. None in the
+        baseline, which has no enrollment port.
+
+        Security: anything added here is reachable by anyone who can reach the port; each
+        RPC must authenticate its caller itself.
+        """
+        return self._enrollment[0] if self._enrollment is not None else None
 
     @property
     def endpoints(self) -> ServerEndpoints:

@@ -8,6 +8,7 @@ Messages above gRPC's per-message limit (4 MiB by default) travel as ``Chunk`` f
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TypeVar
 
@@ -15,7 +16,7 @@ import numpy as np
 from google.protobuf.message import DecodeError, Message
 
 from enclaverec.arrays import ROW_ID_DTYPE, Arrays, SparseRows
-from enclaverec.errors import MalformedInputError
+from enclaverec.errors import MalformedInputError, MessageTooLargeError
 from enclaverec.transport.proto import tensors_pb2
 
 ALLOWED_DTYPES = frozenset({"float32", "float64", "int32", "int64", "uint8"})
@@ -41,7 +42,57 @@ def _decode_array(data: bytes, dtype: str, shape: tuple[int, ...], what: str) ->
             f"{what}: {len(data)} bytes, expected {expected} for {dtype}{list(shape)}"
         )
     # frombuffer gives a read-only view of the message's bytes; copy so callers own it.
-    return np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype).reshape(shape)
+    try:
+        return (
+            np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<"))
+            .astype(dtype)
+            .reshape(shape)
+        )
+    except (ValueError, OverflowError) as exc:
+        # E.g. an empty array "of shape [0, 2**62]": the byte count matches, numpy refuses.
+        raise MalformedInputError(f"{what}: cannot be shaped {list(shape)}") from exc
+
+
+# --- exact encoded sizes (protobuf wire format), for limits computed from a layout ---------
+
+MAX_INCARNATION_BYTES = 64
+"""Longest incarnation string a legitimate payload carries (ours are 16 hex digits)."""
+
+
+def varint_size(value: int) -> int:
+    """Bytes of ``value`` as a protobuf varint (negative int64 values take 10)."""
+    if value < 0:
+        return 10
+    size = 1
+    while value >= 0x80:
+        value >>= 7
+        size += 1
+    return size
+
+
+def field_size(payload: int) -> int:
+    """Bytes of a length-delimited field (numbers 1-15: one tag byte) of ``payload`` bytes."""
+    return 1 + varint_size(payload) + payload
+
+
+def max_varint_field(bits: int) -> int:
+    """Bytes of a varint field (tag byte + value) holding any unsigned ``bits``-bit value."""
+    return 1 + varint_size((1 << bits) - 1)
+
+
+def max_tensor_bytes(name: str, dtype: str, shape: tuple[int, ...], *, table: bool) -> int:
+    """The encoded size of an array of ``shape`` in a bundle (with its field header): whole
+    (a ``Tensor``), or for a table, as every one of its rows (``SparseRows``) if larger."""
+    itemsize = np.dtype(dtype).itemsize
+    header = field_size(len(name.encode())) + field_size(len(dtype))
+    if shape:
+        header += field_size(sum(varint_size(int(d)) for d in shape))
+    data = math.prod(int(d) for d in shape) * itemsize
+    whole = header + field_size(data)
+    if not shape or not table:
+        return field_size(whole)
+    rows = header + field_size(int(shape[0]) * ROW_ID_DTYPE.itemsize) + field_size(data)
+    return field_size(max(whole, rows))
 
 
 def encode_tensor(name: str, array: np.ndarray) -> tensors_pb2.Tensor:
@@ -133,33 +184,118 @@ def to_chunks(message: Message, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tens
         )
 
 
+class InFlightBudget:
+    """Bytes that callers have streamed in and not yet released, bounded per caller.
+
+    A caller's concurrent streams share one allowance (its largest legitimate message), so
+    eight parallel calls from one caller hold no more than one, and the total is bounded by
+    the sum of the callers' allowances. Thread-safe; one per server.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[str, int] = {}
+
+    def reserve(self, caller: str, size: int, limit: int) -> None:
+        """Add ``size`` bytes to ``caller``'s account, or refuse if it would exceed ``limit``."""
+        with self._lock:
+            held = self._held.get(caller, 0)
+            if held + size > limit:
+                raise MessageTooLargeError(
+                    f"{caller} has {held + size} bytes in flight, more than the {limit} "
+                    "its largest message may hold"
+                )
+            self._held[caller] = held + size
+
+    def release(self, caller: str, size: int) -> None:
+        with self._lock:
+            left = self._held.get(caller, 0) - size
+            if left > 0:
+                self._held[caller] = left
+            else:
+                self._held.pop(caller, None)
+
+    def held(self, caller: str) -> int:
+        with self._lock:
+            return self._held.get(caller, 0)
+
+
+class ChunkAssembler:
+    """Frames in, one message out: in order, gap-free, ending with ``last``, refused
+    (``MessageTooLargeError``) as soon as the bytes so far exceed ``max_bytes`` or the
+    caller's share of ``budget``. A plain object, so a sync or an asyncio servicer can feed
+    it; call :meth:`close` in a ``finally`` to give the bytes back to the budget."""
+
+    def __init__(
+        self,
+        *,
+        max_bytes: int = MAX_MESSAGE_BYTES,
+        budget: InFlightBudget | None = None,
+        caller: str = "",
+    ) -> None:
+        self.max_bytes = max_bytes
+        self._budget = budget
+        self._caller = caller
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._reserved = 0
+        self._closed = False
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def add(self, chunk: tensors_pb2.Chunk) -> None:
+        if self._closed:
+            raise MalformedInputError("frame after the last one")
+        if chunk.index != len(self._parts):
+            raise MalformedInputError(
+                f"frame {chunk.index} out of order, expected {len(self._parts)}"
+            )
+        size = len(chunk.data)
+        if self._size + size > self.max_bytes:
+            raise MessageTooLargeError(f"message larger than {self.max_bytes} bytes")
+        if self._budget is not None:
+            self._budget.reserve(self._caller, size, self.max_bytes)
+            self._reserved += size
+        self._size += size
+        self._parts.append(chunk.data)
+        self._closed = chunk.last
+
+    def parse(self, message_type: type[M]) -> M:
+        if not self._closed:
+            raise MalformedInputError("stream ended before its last frame")
+        message = message_type()
+        try:
+            message.ParseFromString(b"".join(self._parts))
+        except DecodeError as exc:
+            raise MalformedInputError(f"cannot parse {message_type.__name__}") from exc
+        finally:
+            self._parts = []
+        return message
+
+    def close(self) -> None:
+        """Give the reserved bytes back (idempotent)."""
+        self._parts = []
+        if self._budget is not None and self._reserved:
+            self._budget.release(self._caller, self._reserved)
+            self._reserved = 0
+
+
 def from_chunks(
     chunks: Iterable[tensors_pb2.Chunk],
     message_type: type[M],
     *,
     max_bytes: int = MAX_MESSAGE_BYTES,
+    budget: InFlightBudget | None = None,
+    caller: str = "",
 ) -> M:
-    """Reassemble frames (in order, gap-free, ending with ``last``) and parse them."""
-    parts: list[bytes] = []
-    size = 0
-    closed = False
-    for expected_index, chunk in enumerate(chunks):
-        if closed:
-            raise MalformedInputError("frame after the last one")
-        if chunk.index != expected_index:
-            raise MalformedInputError(
-                f"frame {chunk.index} out of order, expected {expected_index}"
-            )
-        size += len(chunk.data)
-        if size > max_bytes:
-            raise MalformedInputError(f"message larger than {max_bytes} bytes")
-        parts.append(chunk.data)
-        closed = chunk.last
-    if not closed:
-        raise MalformedInputError("stream ended before its last frame")
-    message = message_type()
+    """Reassemble frames (in order, gap-free, ending with ``last``) and parse them; refuse
+    the stream as soon as it exceeds ``max_bytes`` (or the caller's share of ``budget``)."""
+    assembler = ChunkAssembler(max_bytes=max_bytes, budget=budget, caller=caller)
     try:
-        message.ParseFromString(b"".join(parts))
-    except DecodeError as exc:
-        raise MalformedInputError(f"cannot parse {message_type.__name__}") from exc
-    return message
+        for chunk in chunks:
+            assembler.add(chunk)
+        return assembler.parse(message_type)
+    finally:
+        assembler.close()

@@ -43,7 +43,7 @@ from enclaverec.federated.rounds import SelectionConfig
 from enclaverec.federated.setup import FederationFiles, init_federation
 from enclaverec.federated.simulate import free_ports
 from enclaverec.federated.strategies import LocalTraining, StrategyConfig
-from enclaverec.report import TEEKind
+from enclaverec.tee.kinds import TEEKind
 from enclaverec.transport.server import ListenConfig
 
 DATASET = "movielens-100k"

@@ -2,7 +2,8 @@
 the membership and for party enclaves that fail the plan's policy (DEBUG, another
 product), and parties that refuse an aggregator their policy does not allow, or whose
 measured configuration was changed after ``init``. Each refusal leaves the aggregator
-untouched: no certificate issued, nothing in its audit log, no peer recorded.
+untouched: no certificate issued, no peer recorded, nothing in its audit log but the
+refusal itself.
 
 The module shares one aggregator (run in a thread of this process, simulated TEE, parties
 attest); the last test lets the real members run the federation to its end.
@@ -109,9 +110,20 @@ class Untouched:
         summary = self.runner.aggregator.summary()
         return {key: summary[key] for key in ("attested_peers", "contributions", "history")}
 
+    def refusals(self) -> list[dict]:
+        """The enrollment refusals recorded since the snapshot (the audit log's only
+        change a refused joiner may cause)."""
+        return [
+            event
+            for event in audit_events(self.federation.audit)[len(self.audit) :]
+            if event["event"] == "enrollment_refused"
+        ]
+
     def check(self) -> None:
         assert self.runner.running
-        assert audit_events(self.federation.audit) == self.audit
+        events = audit_events(self.federation.audit)
+        assert events[: len(self.audit)] == self.audit
+        assert all(event["event"] == "enrollment_refused" for event in events[len(self.audit) :])
         assert self._recorded() == self.summary
 
 
@@ -132,6 +144,9 @@ def test_a_party_whose_key_is_not_in_the_membership_is_refused_enrollment(
         run_party(make_party_session(config), default_trainer_factory(), FAIL_FAST)
 
     assert refused.value.check == "membership"
+    # One answer whether the id is listed or not; the detail only in the audit log.
+    assert "this party id and signature are not a member" in str(refused.value)
+    assert [event["claimed_party_id"] for event in untouched.refusals()] == [claimed_id]
     untouched.check()
 
 
@@ -217,7 +232,8 @@ def test_a_party_refuses_an_aggregator_whose_membership_was_changed_after_init(t
     document = tomllib.loads(federation.config.read_text())
     intruder = keys.generate_private_key()
     document["membership"]["party-2"] = {
-        "public_key": keys.public_key_pem(intruder.public_key()).decode()
+        "public_key": keys.public_key_pem(intruder.public_key()).decode(),
+        "max_rows": 1000,
     }
     federation.config.write_bytes(tomli_w.dumps(document).encode())
 

@@ -9,12 +9,12 @@ from enclaverec.evaluation import BinaryMetrics
 from enclaverec.report import (
     COMMON_KEYS,
     Mode,
-    TEEKind,
     build_metrics,
     validate_metrics,
     write_comparison_report,
     write_metrics,
 )
+from enclaverec.tee.kinds import TEEKind
 from enclaverec.trainer import EvalRecord
 
 SHA = "ab" * 32

@@ -1,6 +1,8 @@
 """``enclaverec bench``: benchmarks that print figures and write them as JSON.
 
-Each benchmark lives in its own ``enclaverec.cli.bench_*`` module.
+Each benchmark is library code in ``enclaverec.app.bench_*`` (a typed configuration in, a
+report out) with a thin command module ``enclaverec.cli.bench_*`` that parses its flags
+and prints the figures.
 """
 
 from __future__ import annotations

@@ -11,15 +11,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from enclaverec.cli.commands.train import (
-    add_data_options,
-    data_selection,
-    parse_choice,
-    parse_integer,
-    parse_path,
-    plain_hashing,
-    start_tensorflow_threads,
-)
+from enclaverec.app.centralized import plain_hashing, start_tensorflow_threads
+from enclaverec.cli.commands.train import add_data_options, data_selection
+from enclaverec.cli.options import parse_choice, parse_integer, parse_path
 from enclaverec.cli.output import stderr_console, stdout_console
 from enclaverec.cli.registry import add_command
 from enclaverec.errors import ConfigError

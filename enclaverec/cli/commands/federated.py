@@ -10,27 +10,41 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from enclaverec.app.data import DEFAULT_SEED, DataConfig
+from enclaverec.app.federation import (
+    DEFAULT_DEADLINE_SECONDS,
+    DEFAULT_LOCAL_EPOCHS,
+    DEFAULT_PARTITION,
+    DEFAULT_PROXIMAL_MU,
+    DEFAULT_QUORUM,
+    DEFAULT_ROUNDS,
+    DEFAULT_SERVER_LEARNING_RATE,
+    DEFAULT_STRATEGY,
+    METRICS_FILE,
+    FederationPlanConfig,
+    FederationSetup,
+    SimulationConfig,
+    build_plan,
+    load_party_shares,
+    model_choices,
+    require_loopback_for_plaintext,
+    simulate_federation,
+)
 from enclaverec.cli.options import parse_integer, parse_path, parse_positive_float
-from enclaverec.cli.output import stderr_console, stdout_console
+from enclaverec.cli.output import ConsoleEvents, stdout_console
 from enclaverec.cli.registry import add_command
-from enclaverec.errors import ConfigError, TrainingError, UsageError
+from enclaverec.data.criteo import OnBadLine
+from enclaverec.data.registry import dataset_help, dataset_names
+from enclaverec.data.sources import DataSelection
+from enclaverec.errors import UsageError
+from enclaverec.federated.strategies import STRATEGIES
+from enclaverec.tee.kinds import TEEKind, parse_tee, tee_choices, tee_help
 
 log = logging.getLogger(__name__)
-
-MODELS = ("small", "kaggle", "logreg")
-STRATEGY_NAMES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad")
-TEE_CHOICES = ("simulated", "none", "gramine")
-DEFAULT_ROUNDS = 10
-DEFAULT_LOCAL_EPOCHS = 1
-# Each party sees 1/N of the rows per round; with the preset's batch its local steps per
-# round shrink N-fold. A local batch of at most 128 gives FedAvg the steps it needs
-# (McMahan et al. 2017 find small local batches best): on MovieLens-100K, 4 IID parties,
-# it raised the test AUC from 0.7781 (batch 256) to 0.7823, the centralized result.
-MAX_DEFAULT_LOCAL_BATCH = 128
-CURVES_FILE = "curves.png"
 
 
 # --- shared flags -----------------------------------------------------------------------
@@ -39,7 +53,7 @@ CURVES_FILE = "curves.png"
 def _add_data_flags(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
-        "--dataset", choices=("synthetic", "movielens-100k"), help="a built-in data set"
+        "--dataset", choices=dataset_names(), help=f"a built-in data set ({dataset_help()})"
     )
     source.add_argument(
         "--data", nargs="+", metavar="PATH", help="Criteo-format files (plain or gzip)"
@@ -47,12 +61,14 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--table-size", metavar="ROWS", help="rows per embedding table for --data")
     parser.add_argument(
         "--on-bad-line",
-        choices=("fail", "skip"),
-        default="fail",
+        choices=tuple(mode.value for mode in OnBadLine),
+        default=OnBadLine.FAIL.value,
         help="malformed lines (default: fail)",
     )
     parser.add_argument(
-        "--seed", default="0", help="split, partition and initial weights (default: 0)"
+        "--seed",
+        default=str(DEFAULT_SEED),
+        help=f"split, partition and initial weights (default: {DEFAULT_SEED})",
     )
 
 
@@ -66,13 +82,13 @@ def _add_plan_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--partition",
-        default="iid",
+        default=DEFAULT_PARTITION,
         metavar="MODE",
-        help="iid | by-user | dirichlet:ALPHA (default: iid)",
+        help=f"iid | by-user | dirichlet:ALPHA (default: {DEFAULT_PARTITION})",
     )
     parser.add_argument(
         "--model",
-        choices=MODELS,
+        choices=model_choices(),
         help="DLRM preset (default as for train: small under 1M training rows), or logreg: "
         "the numpy logistic regression, a quick protocol check",
     )
@@ -81,13 +97,21 @@ def _add_plan_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--lr", metavar="RATE", help="local learning rate (default: the preset's)")
     parser.add_argument(
-        "--strategy", choices=STRATEGY_NAMES, default="fedavg", help="(default: fedavg)"
+        "--strategy",
+        choices=STRATEGIES,
+        default=DEFAULT_STRATEGY,
+        help=f"(default: {DEFAULT_STRATEGY})",
     )
     parser.add_argument(
-        "--proximal-mu", metavar="MU", help="FedProx's proximal term (with --strategy fedprox)"
+        "--proximal-mu",
+        metavar="MU",
+        help=f"FedProx's proximal term (with --strategy fedprox; default: {DEFAULT_PROXIMAL_MU})",
     )
     parser.add_argument(
-        "--server-lr", metavar="ETA", help="server learning rate of FedAdam/FedYogi/FedAdagrad"
+        "--server-lr",
+        metavar="ETA",
+        help="server learning rate of FedAdam/FedYogi/FedAdagrad "
+        f"(default: {DEFAULT_SERVER_LEARNING_RATE:g})",
     )
     parser.add_argument(
         "--fraction", metavar="F", help="fraction of parties selected per round (default: 1)"
@@ -100,9 +124,14 @@ def _add_plan_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quorum",
         metavar="Q",
-        help="fraction of the selected whose updates suffice at the deadline (default: 1)",
+        help="fraction of the selected whose updates suffice at the deadline "
+        f"(default: {DEFAULT_QUORUM:g})",
     )
-    parser.add_argument("--deadline", metavar="SECONDS", help="round deadline (default: 600)")
+    parser.add_argument(
+        "--deadline",
+        metavar="SECONDS",
+        help=f"round deadline (default: {DEFAULT_DEADLINE_SECONDS:g})",
+    )
     parser.add_argument(
         "--norm-bound", metavar="L2", help="refuse updates whose L2 norm exceeds this"
     )
@@ -118,105 +147,80 @@ def _add_plan_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _data_selection(args: argparse.Namespace):  # -> DataSelection
-    from enclaverec.data.sources import DataSelection
-
+def _data_config(args: argparse.Namespace) -> DataConfig:
     if args.data:
-        return DataSelection(paths=tuple(parse_path("data", p) for p in args.data))
-    return DataSelection(dataset=args.dataset)
-
-
-def _load_parties(args: argparse.Namespace, parties: int, seed: int):
-    from enclaverec.data.partition import partition_dataset
-    from enclaverec.data.sources import load_dataset
-
-    table_size = (
-        parse_integer("table-size", args.table_size, minimum=2) if args.table_size else None
-    )
-    dataset = load_dataset(
-        _data_selection(args),
-        seed=seed,
-        table_size=table_size,
-        on_bad_line=args.on_bad_line,
-        progress=True,
-    )
-    return dataset, partition_dataset(dataset, parties=parties, mode=args.partition, seed=seed)
-
-
-def _plan(args: argparse.Namespace, dataset: Any, parties: int, seed: int):  # -> FederatedPlan
-    from enclaverec.dlrm.config import PRESETS, Preset, choose_preset
-    from enclaverec.federated.config import FederatedPlan, ModelKind, UpdateEncoding
-    from enclaverec.federated.rounds import SelectionConfig
-    from enclaverec.federated.strategies import LocalTraining, StrategyConfig
-    from enclaverec.paramservice.combine import RowNormalisation
-
-    if args.model == "logreg":
-        model, preset, optimizer, batch, lr = ModelKind.LOGREG, "logreg", "sgd", 256, 0.5
+        selection = DataSelection(paths=tuple(parse_path("data", p) for p in args.data))
     else:
-        chosen = Preset(args.model) if args.model else choose_preset(len(dataset.train))
-        defaults = PRESETS[chosen]
-        if args.model is None:
-            stderr_console().print(
-                f"preset: {chosen.value} ({len(dataset.train):,} training rows)", markup=False
-            )
-        model, preset = ModelKind.DLRM, chosen.value
-        optimizer, lr = defaults.optimizer.value, defaults.learning_rate
-        batch = min(defaults.batch_size, MAX_DEFAULT_LOCAL_BATCH)
-    if args.strategy != "fedprox" and args.proximal_mu is not None:
-        raise ConfigError("--proximal-mu needs --strategy fedprox")
-    mu = parse_positive_float("proximal-mu", args.proximal_mu) if args.proximal_mu else 0.0
-    if args.strategy == "fedprox" and not mu:
-        mu = 0.01
-    return FederatedPlan(
-        model=model,
-        preset=preset,
-        optimizer=optimizer,
-        dataset=dataset.name,
-        features=dataset.spec,
-        hashing=dataset.info.get("hashing"),
-        seed=seed,
-        rounds=parse_integer("rounds", args.rounds or DEFAULT_ROUNDS, minimum=1),
-        local=LocalTraining(
-            epochs=parse_integer(
-                "local-epochs", args.local_epochs or DEFAULT_LOCAL_EPOCHS, minimum=1
-            ),
-            batch_size=parse_integer("batch-size", args.batch_size or batch, minimum=1),
-            learning_rate=parse_positive_float("lr", args.lr or lr),
-            seed=seed,
-        ),
-        strategy=StrategyConfig(
-            name=args.strategy,
-            proximal_mu=mu,
-            server_learning_rate=parse_positive_float("server-lr", args.server_lr or 1e-2),
-            row_normalisation=RowNormalisation.ALL_CONTRIBUTORS,
-        ),
-        selection=SelectionConfig(
-            fraction=parse_positive_float("fraction", args.fraction or 1.0),
-            # Every party by default; with --fraction, at least one unless --min-parties says.
-            min_parties=parse_integer(
-                "min-parties", args.min_parties or (1 if args.fraction else parties), minimum=1
-            ),
-            quorum=parse_positive_float("quorum", args.quorum or 1.0),
-            deadline_seconds=parse_positive_float("deadline", args.deadline or 600.0),
-        ),
-        norm_bound=parse_positive_float("norm-bound", args.norm_bound) if args.norm_bound else None,
-        update_encoding=UpdateEncoding.DENSE if args.dense_updates else UpdateEncoding.SPARSE,
+        selection = DataSelection(dataset=args.dataset)
+    return DataConfig(
+        selection=selection,
+        seed=parse_integer("seed", args.seed, minimum=0),
+        table_size=parse_integer("table-size", args.table_size, minimum=2)
+        if args.table_size
+        else None,
+        on_bad_line=OnBadLine.parse(args.on_bad_line),
+    )
+
+
+def _optional(parse, name: str, value: Any, **kwargs: Any) -> Any:
+    return None if value is None else parse(name, value, **kwargs)
+
+
+def federation_setup(args: argparse.Namespace) -> FederationSetup:
+    """The flags of ``init`` and ``simulate`` as the library's configuration; every value
+    not given takes :class:`FederationPlanConfig`'s default."""
+    plan: dict[str, Any] = {
+        "model": args.model,
+        "rounds": _optional(parse_integer, "rounds", args.rounds, minimum=1),
+        "local_epochs": _optional(parse_integer, "local-epochs", args.local_epochs, minimum=1),
+        "batch_size": _optional(parse_integer, "batch-size", args.batch_size, minimum=1),
+        "learning_rate": _optional(parse_positive_float, "lr", args.lr),
+        "strategy": args.strategy,
+        "proximal_mu": _optional(parse_positive_float, "proximal-mu", args.proximal_mu),
+        "server_learning_rate": _optional(parse_positive_float, "server-lr", args.server_lr),
+        "fraction": _optional(parse_positive_float, "fraction", args.fraction),
+        "min_parties": _optional(parse_integer, "min-parties", args.min_parties, minimum=1),
+        "quorum": _optional(parse_positive_float, "quorum", args.quorum),
+        "deadline_seconds": _optional(parse_positive_float, "deadline", args.deadline),
+        "norm_bound": _optional(parse_positive_float, "norm-bound", args.norm_bound),
+        "dense_updates": args.dense_updates,
+    }
+    # A flag not given leaves the configuration's own default in place.
+    defaults = FederationPlanConfig()
+    given = {key: value for key, value in plan.items() if value is not None}
+    return FederationSetup(
+        data=_data_config(args),
+        parties=parse_integer("parties", args.parties, minimum=1),
+        partition=args.partition,
+        plan=replace(defaults, **given),
     )
 
 
 # --- init -----------------------------------------------------------------------------------
 
 
-def _parse_members(values: list[str] | None) -> dict[str, Path] | None:
+def _parse_members(
+    values: list[str] | None,
+) -> tuple[dict[str, Path] | None, dict[str, int] | None]:
+    """``--member ID=FILE.pub[:ROWS]``: each member's public key and its max_rows (required
+    unless init writes the parties' data, whose sizes give it)."""
     if not values:
-        return None
+        return None, None
     members: dict[str, Path] = {}
+    max_rows: dict[str, int] = {}
     for value in values:
-        party, sep, path = value.partition("=")
-        if not sep or not party or not path:
-            raise UsageError(f"--member takes ID=PUBLIC_KEY_FILE, got {value!r}")
+        party, sep, rest = value.partition("=")
+        path, colon, rows = rest.rpartition(":") if ":" in rest else (rest, "", "")
+        if not sep or not party or not path or (colon and not rows):
+            raise UsageError(f"--member takes ID=PUBLIC_KEY_FILE:ROWS, got {value!r}")
+        if party in members:
+            raise UsageError(f"--member names {party} twice")
         members[party] = Path(path)
-    return members
+        if colon:
+            max_rows[party] = parse_integer(f"member {party} rows", rows, minimum=1)
+    if max_rows and set(max_rows) != set(members):
+        raise UsageError("--member: give ROWS for every member or for none")
+    return members, max_rows or None
 
 
 def _measurement(value: str | None, name: str) -> bytes | None:
@@ -233,29 +237,58 @@ def _measurement(value: str | None, name: str) -> bytes | None:
 
 def _init(args: argparse.Namespace) -> int:
     from enclaverec.federated.setup import init_federation
-    from enclaverec.report import TEEKind
 
-    parties = parse_integer("parties", args.parties, minimum=1)
-    seed = parse_integer("seed", args.seed, minimum=0)
-    tee = TEEKind(args.tee)
+    setup = federation_setup(args)
+    tee = parse_tee(args.tee, "init")
     output = parse_path("output", args.output)
-    from enclaverec.transport.endpoints import is_loopback
+    require_loopback_for_plaintext(tee, args.host)
+    members, max_rows = _parse_members(args.member)
+    # What the aggregator would refuse, refused before any data is loaded, by the same
+    # checks (the whole configuration is checked again before init writes it).
+    from enclaverec.federated.config import check_address, check_member_keys, check_min_parties
 
-    if tee is TEEKind.NONE and not is_loopback(args.host):
-        raise UsageError(f"--tee none is a measurement baseline on loopback only, not {args.host}")
-    dataset, shares = _load_parties(args, parties, seed)
-    plan = _plan(args, dataset, parties, seed)
+    port = parse_integer("port", args.port, minimum=1)
+    enrollment_port = parse_integer("enrollment-port", args.enrollment_port, minimum=1)
+    check_address(args.host, port, "--host/--port")
+    check_address(args.host, enrollment_port, "--host/--enrollment-port")
+    if args.min_parties:
+        check_min_parties(
+            parse_integer("min-parties", args.min_parties, minimum=1),
+            setup.parties,
+            "--min-parties",
+        )
+    if members is not None:
+        from enclaverec.crypto.keys import load_public_key, public_key_pem
+
+        check_member_keys(
+            {
+                party: public_key_pem(load_public_key(path)).decode()
+                for party, path in members.items()
+            },
+            "--member",
+        )
+    if args.no_party_data and members is not None and max_rows is None:
+        raise UsageError(
+            "--no-party-data: give each member's training rows, --member ID=FILE.pub:ROWS "
+            "(the bound on its weight)"
+        )
+    events = ConsoleEvents()
+    dataset, shares = load_party_shares(setup)
+    plan = build_plan(setup, dataset, shares, events=events)
+    if max_rows is None and args.no_party_data:
+        max_rows = {f"party-{i}": len(share.train) for i, share in enumerate(shares)}
     files = init_federation(
         output,
-        parties=parties,
+        parties=setup.parties,
         plan=plan,
         tee=tee,
         parties_attest=not args.no_party_attestation,
         party_data=None if args.no_party_data else shares,
-        members=_parse_members(args.member),
+        members=members,
+        max_rows=max_rows,
         host=args.host,
-        port=parse_integer("port", args.port, minimum=1),
-        enrollment_port=parse_integer("enrollment-port", args.enrollment_port, minimum=1),
+        port=port,
+        enrollment_port=enrollment_port,
         aggregator_mrenclave=_measurement(args.aggregator_mrenclave, "aggregator-mrenclave"),
         party_mrsigner=_measurement(args.party_mrsigner, "party-mrsigner"),
         name=args.name,
@@ -360,167 +393,19 @@ def _export_best(result: Any, directory: Path, data: Any) -> None:
 # --- simulate -----------------------------------------------------------------------------
 
 
-def simulate_federation(
-    *,
-    args: argparse.Namespace,
-    output: Path,
-    dataset: Any = None,
-) -> dict[str, Any]:
-    """Run ``simulate`` and return its validated metrics (shared with ``demo``)."""
-    import time
-
-    from enclaverec.evaluation import BinaryMetrics
-    from enclaverec.federated.simulate import (
-        SimulationOptions,
-        check_parties,
-        run_simulation,
-        union_test_sha256,
-    )
-    from enclaverec.model.threads import ThreadSettings
-    from enclaverec.plots import plot_training_curves
-    from enclaverec.report import Mode, TEEKind, build_metrics, write_metrics
-    from enclaverec.trainer import EvalRecord
-
-    started = time.perf_counter()
-    parties = parse_integer("parties", args.parties, minimum=1)
-    seed = parse_integer("seed", args.seed, minimum=0)
-    tee = TEEKind(args.tee)
-    if tee is TEEKind.GRAMINE:
-        raise UsageError("simulate runs every role on this machine: --tee simulated or none")
-    if output.exists() and any(output.iterdir()):
-        raise UsageError(f"refusing to write into the non-empty folder {output}")
-    if dataset is None:
-        dataset, shares = _load_parties(args, parties, seed)
-    else:
-        from enclaverec.data.partition import partition_dataset
-
-        shares = partition_dataset(dataset, parties=parties, mode=args.partition, seed=seed)
-    plan = _plan(args, dataset, parties, seed)
-    console = stderr_console()
-    console.print(
-        f"federated: {parties} parties ({args.partition}), {plan.rounds} rounds of "
-        f"{plan.local.epochs} local epoch(s), {plan.strategy.name}, tee {tee.value}"
-        + (", parties attest" if not args.no_party_attestation and tee is not TEEKind.NONE else ""),
-        markup=False,
-    )
-    if tee is TEEKind.NONE:
-        console.print(
-            "WARNING: --tee none is a measurement baseline: plaintext on loopback, "
-            "nothing attested",
-            markup=False,
-        )
-
-    def on_event(event: dict[str, Any]) -> None:
-        if event.get("event") == "round_completed":
-            console.print(
-                f"round {event['round']}/{plan.rounds}: validation AUC {event['val_auc']:.4f}, "
-                f"test AUC {event['test_auc']:.4f}",
-                markup=False,
-            )
-        elif event.get("event") == "phase_restarted":
-            console.print(
-                f"round {event['round']}: deadline passed without quorum; selecting again",
-                markup=False,
-            )
-
-    result = run_simulation(
-        SimulationOptions(
-            parties=parties,
-            plan=plan,
-            tee=tee,
-            parties_attest=not args.no_party_attestation,
-            output=output,
-            # DESIGN.md §6: each TensorFlow process gets max(1, cores // processes).
-            threads_per_party=ThreadSettings.for_processes(parties).intra_op,
-            log_level="info",
-        ),
-        shares,
-        on_event=on_event,
-    )
-    summary = result.summary
-    if not summary["history"] or summary["best_test"] is None:
-        raise TrainingError("the federation completed no round")
-    history = [
-        EvalRecord("round", h["round"], h["val_auc"], h["val_logloss"], h["wall_seconds"])
-        for h in summary["history"]
-    ]
-    best = summary["best_test"]
-    global_sha = union_test_sha256(shares)
-    wall = time.perf_counter() - started
-    # Bytes of each party's update message, averaged over parties and rounds.
-    sizes = [size for h in summary["history"] for size in h["bytes_received"].values()]
-    metrics = build_metrics(
-        mode=Mode.FEDERATED,
-        tee=tee,
-        dataset=dataset.name,
-        preset=plan.preset,
-        optimizer=plan.optimizer,
-        seed=seed,
-        test=BinaryMetrics(
-            best["test_auc"], best["test_logloss"], best["test_accuracy"], best["test_rows"]
-        ),
-        test_split_sha256=best["test_split_sha256"],
-        history=history,
-        best_index=summary["best_round"],
-        train_samples_per_second=summary["train_samples"] / summary["train_seconds"]
-        if summary["train_seconds"] > 0
-        else 0.0,
-        wall_seconds=wall,
-        extra={
-            "parties": parties,
-            "rounds_completed": summary["rounds_completed"],
-            "attested_peers": summary["attested_peers"],
-            "partition": args.partition,
-            "strategy": plan.strategy.name,
-            "local_epochs": plan.local.epochs,
-            "parties_attest": summary["parties_attest"],
-            "update_encoding": summary["update_encoding"],
-            "update_bytes_per_party_per_round": sum(sizes) / len(sizes) if sizes else 0,
-            "round_seconds": [h["round_seconds"] for h in summary["history"]],
-            "aggregator_mrenclave": summary["mrenclave"],
-            "global_test_split_sha256": global_sha,
-            # False when the best round was scored without some party's test rows (a party
-            # dropped out): then test_split_sha256 differs from the global split's.
-            "test_covers_all_parties": best["test_split_sha256"] == global_sha,
-            "party_exit_codes": result.party_exit_codes,
-            "restarts": summary["restarts"],
-            **_synthetic_references(dataset, seed),
-        },
-    )
-    write_metrics(output, metrics)
-    plot_training_curves(
-        history,
-        output / CURVES_FILE,
-        title=f"federated {plan.strategy.name}, {parties} parties ({args.partition}), "
-        f"tee {tee.value}",
-        best_index=summary["best_round"],
-    )
-    # A party that crashed did not stop the federation (the quorum carried on), but the
-    # run is not what was asked for: say so, after writing what was achieved.
-    check_parties(result)
-    return metrics
-
-
-def _synthetic_references(dataset: Any, seed: int) -> dict[str, float]:
-    """For synthetic data, the planted model's test AUC and the logistic baseline's
-    (DESIGN.md §4), so the federated AUC can be read against both."""
-    if dataset.name != "synthetic":
-        return {}
-    from enclaverec.data.baseline import baseline_logreg_auc
-
-    return {
-        "oracle_auc": dataset.info["oracle_auc"],
-        "baseline_logreg_auc": baseline_logreg_auc(dataset, seed=seed),
-    }
-
-
 def _simulate(args: argparse.Namespace) -> int:
-    output = parse_path("output", args.output)
-    metrics = simulate_federation(args=args, output=output)
+    config = SimulationConfig(
+        setup=federation_setup(args),
+        output=parse_path("output", args.output),
+        tee=parse_tee(args.tee, "simulate"),
+        parties_attest=not args.no_party_attestation,
+        overwrite=args.overwrite,
+    )
+    result = simulate_federation(config, events=ConsoleEvents())
     stdout_console().print(
-        f"federated ({metrics['tee']}): test AUC {metrics['test_auc']:.4f} (best round "
-        f"{metrics['best_round']} of {metrics['rounds_completed']}), "
-        f"{metrics['wall_seconds']:.0f} s; metrics in {output / 'metrics.json'}",
+        f"federated ({result.tee.value}): test AUC {result.test.auc:.4f} (best round "
+        f"{result.best_round} of {result.rounds_completed}), "
+        f"{result.wall_seconds:.0f} s; metrics in {result.output / METRICS_FILE}",
         markup=False,
     )
     return 0
@@ -547,7 +432,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--output", required=True, metavar="DIR", help="where to write (new or empty)"
     )
     init.add_argument(
-        "--tee", choices=TEE_CHOICES, default="simulated", help="(default: simulated)"
+        "--tee", choices=tee_choices("init"), default=tee_choices("init")[0], help=tee_help("init")
     )
     init.add_argument("--name", default="federation", help="the federation's name")
     init.add_argument(
@@ -562,9 +447,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     init.add_argument(
         "--member",
         action="append",
-        metavar="ID=FILE.pub",
-        help="a party's public key from `keys new` (repeat for party-0..N-1); without it, "
-        "init makes each party's key pair in its folder",
+        metavar="ID=FILE.pub:ROWS",
+        help="a party's public key from `keys new` and the most rows it trains on (the bound "
+        "on its weight; may be left out when init writes the parties' data); repeat for "
+        "party-0..N-1. Without --member, init makes each party's key pair in its folder",
     )
     init.add_argument(
         "--pccs",
@@ -621,5 +507,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--output", required=True, metavar="DIR", help="results (new or empty folder)"
     )
     simulate.add_argument(
-        "--tee", choices=("simulated", "none"), default="simulated", help="(default: simulated)"
+        "--overwrite",
+        action="store_true",
+        help="replace a previous run's federation, logs, metrics.json and curves.png in "
+        "--output (nothing else there is touched)",
+    )
+    simulate.add_argument(
+        "--tee",
+        choices=tee_choices("simulate"),
+        default=tee_choices("simulate")[0],
+        help=tee_help("simulate"),
     )

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from enclaverec.cli import data_sets
-
 
 def criteo_line(rng: random.Random) -> str:
     ints = [rng.choice(["", str(rng.randint(-2, 5000))]) for _ in range(13)]
@@ -40,12 +38,12 @@ def one_line(err: str) -> str:
     return lines[0]
 
 
-def test_constants_repeated_for_a_cheap_parser_match_the_library():
-    from enclaverec.data.hashing import DEFAULT_TABLE_SIZE
-    from enclaverec.data.sources import BUILTIN_DATASETS
+def test_the_data_set_choices_come_from_the_registry(run_cli):
+    from enclaverec.data.registry import dataset_names
 
-    assert data_sets.BUILTIN_NAMES == BUILTIN_DATASETS
-    assert data_sets.DEFAULT_TABLE_SIZE == DEFAULT_TABLE_SIZE
+    code, _, err = run_cli("data", "prepare", "--dataset", "imagenet", "--output", "x")
+    assert code == 2
+    assert ", ".join(dataset_names()) in one_line(err)
 
 
 @pytest.mark.parametrize("command", ["prepare", "partition"])
@@ -129,10 +127,11 @@ def test_missing_file_exits_2(run_cli, tmp_path):
     assert code == 2 and "data file not found" in one_line(err)
 
 
-def test_existing_output_exits_2(run_cli, criteo, tmp_path):
+def test_a_non_empty_output_exits_2(run_cli, criteo, tmp_path):
     (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "mine.txt").write_text("x")
     code, out, err = run_cli("data", "prepare", "--data", criteo, "--output", tmp_path / "p")
-    assert code == 2 and "already exists" in one_line(err)
+    assert code == 2 and "refusing to write into the non-empty folder" in one_line(err)
 
 
 def test_table_size_with_a_builtin_set_exits_2(run_cli, tmp_path):

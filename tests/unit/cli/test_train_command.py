@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from enclaverec.cli.commands.train import default_output, resolve_job
+from enclaverec.app.data import default_output
+from enclaverec.cli.commands.train import resolve_job
 from enclaverec.cli.main import build_parser
+from enclaverec.data.criteo import OnBadLine
 from enclaverec.dlrm.config import OptimizerKind, Preset
 from enclaverec.errors import ConfigError
 
@@ -87,11 +89,12 @@ def test_flags_override_the_file_which_overrides_defaults(tmp_path):
         'optimizer = "sgd"\noutput = "runs/x"\n'
     )
     job = resolve_job(parse("--config", str(config), "--epochs", "7", "--model", "kaggle"))
-    assert job.selection.dataset == "synthetic"
+    assert job.data.selection.dataset == "synthetic"
     assert job.epochs == 7  # the flag wins
     assert job.batch_size == 64 and job.learning_rate == 0.02  # from the file
     assert job.optimizer is OptimizerKind.SGD and job.preset is Preset.KAGGLE
-    assert job.seed == 0 and job.on_bad_line == "fail"  # defaults
+    assert job.data.seed == 0 and job.data.on_bad_line is OnBadLine.FAIL  # defaults
+    assert job.overwrite is False
     assert str(job.output) == "runs/x"
 
 
@@ -109,12 +112,12 @@ def test_without_flags_or_file_the_preset_decides(tmp_path):
 def test_a_data_flag_replaces_the_files_selection(tmp_path):
     config = tmp_path / "train.toml"
     config.write_text('[train]\ndata = ["a.tsv", "b.tsv"]\n')
-    assert resolve_job(parse("--config", str(config))).selection.paths == (
+    assert resolve_job(parse("--config", str(config))).data.selection.paths == (
         Path("a.tsv"),
         Path("b.tsv"),
     )
     job = resolve_job(parse("--config", str(config), "--dataset", "synthetic"))
-    assert job.selection.dataset == "synthetic" and job.selection.paths == ()
+    assert job.data.selection.dataset == "synthetic" and job.data.selection.paths == ()
 
 
 @pytest.mark.parametrize(
@@ -173,3 +176,65 @@ def test_an_unreadable_config_is_a_usage_error(run_cli, tmp_path):
     assert code == 2 and "invalid TOML" in err
     code, _, err = run_cli("train", "--dataset", "movielens-100k", "--config", tmp_path)
     assert code == 2 and "cannot read the configuration file" in err
+
+
+# --- outputs are checked before the first step (issue 11, items 2 and 3) ---------------------
+
+
+def test_a_non_empty_export_folder_stops_train_before_training(run_cli, tmp_path):
+    export = tmp_path / "model"
+    export.mkdir()
+    (export / "saved_model.pb").write_bytes(b"a previous model")
+    output = tmp_path / "out"
+    code, _, err = run_cli(
+        "train", "--dataset", "synthetic", "--output", output, "--export", export
+    )
+    assert code == 2
+    assert f"refusing to export into the non-empty folder {export}" in error_line(err)
+    assert not output.exists()  # nothing written, nothing trained
+    assert (export / "saved_model.pb").read_bytes() == b"a previous model"
+
+
+def test_an_output_that_is_a_file_stops_train_before_training(run_cli, tmp_path):
+    output = tmp_path / "out"
+    output.write_text("not a folder")
+    code, _, err = run_cli("train", "--dataset", "synthetic", "--output", output)
+    assert code == 2
+    assert f"--output {output} is a file" in error_line(err)
+
+
+def test_a_previous_run_is_kept_unless_overwrite_is_given(run_cli, tmp_path):
+    (tmp_path / "metrics.json").write_text('{"previous": true}')
+    code, _, err = run_cli("train", "--dataset", "synthetic", "--output", tmp_path)
+    assert code == 2
+    assert "refusing to write into the non-empty folder" in error_line(err)
+    assert "--overwrite" in err
+    assert (tmp_path / "metrics.json").read_text() == '{"previous": true}'
+
+
+def test_overwrite_can_come_from_the_file(tmp_path):
+    config = tmp_path / "train.toml"
+    config.write_text('[train]\ndataset = "synthetic"\noverwrite = true\n')
+    assert resolve_job(parse("--config", str(config))).overwrite is True
+    config.write_text('[train]\ndataset = "synthetic"\noverwrite = "yes"\n')
+    with pytest.raises(ConfigError, match="--overwrite must be true or false"):
+        resolve_job(parse("--config", str(config)))
+
+
+# --- values that cannot be meant (issue 11, item 7) -----------------------------------------
+
+
+def test_absurd_epochs_are_refused(run_cli):
+    code, _, err = run_cli("train", "--dataset", "synthetic", "--epochs", str(10**20))
+    assert code == 2
+    assert "--epochs must be between 1 and 1000" in error_line(err)
+
+
+def test_a_batch_above_the_training_rows_is_refused_before_training(run_cli, tmp_path):
+    code, _, err = run_cli(
+        "train", "--dataset", "movielens-100k", "--batch-size", "100000000",
+        "--output", tmp_path / "out",
+    )  # fmt: skip
+    assert code == 2
+    assert "--batch-size 100,000,000 is larger than the 79,919 training rows" in error_line(err)
+    assert not (tmp_path / "out").exists()

@@ -80,9 +80,15 @@ def test_folder_is_private_to_its_owner(folder):
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
 
 
-def test_an_existing_folder_is_refused(folder):
-    with pytest.raises(UsageError, match="already exists"):
+def test_a_non_empty_folder_is_refused(folder):
+    with pytest.raises(UsageError, match="refusing to write into the non-empty folder"):
         save_prepared(make_dataset(), folder)
+
+
+def test_an_empty_folder_is_filled(tmp_path):
+    (tmp_path / "empty").mkdir()
+    save_prepared(make_dataset(), tmp_path / "empty")
+    assert (tmp_path / "empty" / "spec.json").is_file()
 
 
 def test_missing_parents_are_made(tmp_path):

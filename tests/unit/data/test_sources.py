@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from criteo_helpers import criteo_8hex_fields, lines_text
 
+from enclaverec.data.registry import dataset_names
 from enclaverec.data.schema import split_sha256
-from enclaverec.data.sources import BUILTIN_DATASETS, DataSelection, load_dataset
+from enclaverec.data.sources import DataSelection, load_dataset
 from enclaverec.errors import DataFormatError, UsageError
 
 
@@ -22,7 +23,7 @@ def criteo_files(tmp_path) -> tuple[Path, Path]:
 
 
 def test_builtin_names():
-    assert BUILTIN_DATASETS == ("synthetic", "movielens-100k")
+    assert dataset_names() == ("synthetic", "movielens-100k")
 
 
 def test_unknown_data_set_names_the_valid_ones():

@@ -20,7 +20,7 @@ from enclaverec.federated.setup import init_federation
 from enclaverec.federated.strategies import LocalTraining, StrategyConfig
 from enclaverec.federated.wire import Evaluation
 from enclaverec.paramservice.service import PushedUpdate
-from enclaverec.report import TEEKind
+from enclaverec.tee.kinds import TEEKind
 from enclaverec.transport.server import ListenConfig
 
 PARTIES = ["party-0", "party-1"]
@@ -54,7 +54,12 @@ class FakeClock:
 
 def test_the_audit_log_announces_only_what_is_sealed(tmp_path):
     files = init_federation(
-        tmp_path / "federation", parties=1, plan=plan(), tee=TEEKind.SIMULATED, parties_attest=True
+        tmp_path / "federation",
+        parties=1,
+        plan=plan(),
+        tee=TEEKind.SIMULATED,
+        parties_attest=True,
+        max_rows={"party-0": 100},
     )
     aggregator = make_aggregator(
         files.federation_toml, state_dir=files.aggregator_dir, listen=ListenConfig()
@@ -93,7 +98,12 @@ def done_aggregator(tmp_path):
     """A plaintext-baseline aggregator whose one round is over (replies handed to the
     coordinator directly: only the end of the federation is under test)."""
     files = init_federation(
-        tmp_path / "federation", parties=2, plan=plan(), tee=TEEKind.NONE, parties_attest=False
+        tmp_path / "federation",
+        parties=2,
+        plan=plan(),
+        tee=TEEKind.NONE,
+        parties_attest=False,
+        max_rows=dict.fromkeys(PARTIES, 100),
     )
     clock = FakeClock()
     aggregator = FederatedAggregator(

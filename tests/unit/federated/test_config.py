@@ -20,7 +20,7 @@ from enclaverec.federated.config import (
 )
 from enclaverec.federated.rounds import SelectionConfig
 from enclaverec.federated.strategies import LocalTraining, StrategyConfig
-from enclaverec.report import TEEKind
+from enclaverec.tee.kinds import TEEKind
 from enclaverec.tee.policy import PolicySpec
 
 SPEC = FeatureSpec(("d0",), ("C1", "C2"), (10, 20))
@@ -52,6 +52,7 @@ def write_federation(tmp_path, **overrides) -> object:
         simulation=None,
         plan=plan(),
         membership={"party-0": keys.public_key_pem(key.public_key()).decode()},
+        max_rows={"party-0": 100},
         party_policy=None,
     )
     for path, value in overrides.items():
@@ -80,6 +81,10 @@ def test_federation_file_loads(tmp_path):
         ({"federation.tee": "sgx"}, "'sgx' is not a valid"),
         ({"plan.rounds": "ten"}, "rounds has the wrong type"),
         ({"plan.rounds": True}, "rounds has the wrong type"),
+        ({"aggregator.port": 70000}, "a port is 1 to 65535, got 70000"),
+        ({"aggregator.enrollment_port": 0}, "a port is 1 to 65535, got 0"),
+        ({"aggregator.host": "not a host!"}, "neither an IP address nor a host name"),
+        ({"aggregator.host": "-bad.example"}, "neither an IP address nor a host name"),
     ],
 )
 def test_federation_file_refuses(tmp_path, overrides, message):
@@ -127,3 +132,28 @@ def test_a_party_refuses_a_policy_that_does_not_pin_the_aggregator(tmp_path):
     config = PartyConfig.load(write(PolicySpec(mrenclaves=frozenset({b"\x02" * 32}))))
     assert config.pccs_url == "https://pccs.example"
     assert config.identity_key == tmp_path / "identity.key"
+
+
+def test_federation_addresses_that_work(tmp_path):
+    for host in ("10.0.0.7", "::1", "aggregator.example.com", "localhost"):
+        path = write_federation(tmp_path, **{"aggregator.host": host})
+        assert FederationConfig.load(path).listen_host == host
+
+
+def test_a_membership_needs_one_key_per_member_and_a_row_bound(tmp_path):
+    path = write_federation(tmp_path)
+    document = tomllib.loads(path.read_text())
+    entry = document["membership"]["party-0"]
+    document["membership"]["party-1"] = dict(entry)  # the same key for a second member
+    path.write_text(tomli_w.dumps(document))
+    with pytest.raises(ConfigError, match="party-0 and party-1 have the same public key"):
+        FederationConfig.load(path)
+    del document["membership"]["party-1"]
+    del entry["max_rows"]
+    path.write_text(tomli_w.dumps(document))
+    with pytest.raises(ConfigError, match="must hold exactly public_key and max_rows"):
+        FederationConfig.load(path)
+    entry["max_rows"] = 0
+    path.write_text(tomli_w.dumps(document))
+    with pytest.raises(ConfigError, match="max_rows of party-0 must be a positive integer"):
+        FederationConfig.load(path)

@@ -340,3 +340,23 @@ def test_only_workers_and_named_readers_pull_the_whole_model_or_wait():
         reader.close()
         mallory.close()
     assert "mallory" in refusals and "keybroker" in refusals
+
+
+def test_an_undecodable_push_is_refused_as_malformed():
+    from enclaverec.transport.proto import shard_pb2, shard_pb2_grpc, tensors_pb2
+
+    servers = shard_servers(configs(1), layout(), model())
+    refusals = []
+    with LoopbackShards(servers, on_refused=lambda c, s, e: refusals.append((c, s, e))) as shards:
+        client = shards.client("worker-0", layout())
+        forged = shard_pb2.GradientPayload(step=1, rows=4, loss_sum=1.0, pulled_step=0)
+        forged.gradients.dense.append(
+            tensors_pb2.Tensor(name="w", dtype="float32", shape=[3], data=b"\0" * 11)
+        )
+        with pytest.raises(MalformedInputError, match="11 bytes, expected 12"):
+            client._rpc(
+                0, lambda channel: shard_pb2_grpc.ParameterShardStub(channel).PushGradients(forged)
+            )
+        client.close()
+    assert refusals and refusals[0][:2] == ("worker-0", 1)
+    assert servers[0].pending == {}

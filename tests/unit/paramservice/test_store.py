@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from enclaverec.arrays import ModelLayout, ModelUpdate, SparseRows
-from enclaverec.errors import AggregationRefusedError
+from enclaverec.errors import AggregationRefusedError, NonFiniteError
 from enclaverec.paramservice.store import NEVER, ParameterStore
 
 
@@ -71,3 +71,16 @@ def test_state_round_trip_resumes_versions(store):
     assert again.changes_since(0).sparse["table"].row_ids.tolist() == [2]
     for name, value in store.snapshot().items():
         assert np.array_equal(again.snapshot()[name], value)
+
+
+def test_an_overflowing_change_is_refused_and_the_model_kept(store):
+    """Two accepted finite updates of 3e38 used to leave the model at inf."""
+    big = row_update([1, 2], 3e38)
+    big.dense["w"][:] = 3e38
+    store.apply(big)
+    before, version = store.snapshot(), store.version
+    with pytest.raises(NonFiniteError, match="would not be finite"):
+        store.apply(big)
+    assert store.version == version
+    for name, value in store.snapshot().items():
+        assert np.array_equal(value, before[name])

@@ -83,6 +83,7 @@ def start_server(tmp_path: Path, live_pki, aggregator_backend, both_required):
         state: Path | None = None,
         ca_clock=system_clock,
         audit=None,
+        refused=None,
         joiners=(PARTY_MRENCLAVE,),
         identity_config: ServerIdentityConfig | None = None,
         listen_on=None,
@@ -102,6 +103,7 @@ def start_server(tmp_path: Path, live_pki, aggregator_backend, both_required):
             ),
             evidence_verification=verification(live_pki, *joiners),
             audit=audit,
+            refused=refused,
             clock=ca_clock,
         )
         echo = attach(server)

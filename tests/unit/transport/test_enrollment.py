@@ -235,8 +235,53 @@ def test_refuses_a_membership_signature_by_a_key_not_in_the_list(
     credentials = EnrollmentCredentials("p0", membership_key=stranger_key, backend=party_backend)
     error = refused(open_session(server.endpoints, credentials))
     assert error.check == "membership"
-    assert "does not verify" in str(error)
     assert echo.calls == 0
+
+
+def test_one_refusal_for_not_a_member_wrong_key_and_wrong_id(
+    start_server, open_session, member_key, stranger_key, party_backend
+):
+    """No membership oracle: an unlisted id, a listed id signed by another key, and a
+    member's key claiming another member's id all get the same answer; the detail goes
+    only to the server's own refusal hook (the aggregator's audit log)."""
+    other_member = generate_p256_key()
+    config = EnrollmentConfig(
+        membership={
+            "p0": public_key_pem(member_key.public_key()),
+            "p1": public_key_pem(other_member.public_key()),
+        },
+        require_membership_signature=True,
+        require_evidence=True,
+    )
+    recorded: list[tuple[str, str, str]] = []
+    server, echo = start_server(
+        config,
+        refused=lambda *record: recorded.append(record),  # noqa: PLW0108
+    )
+    attempts = {
+        "not a member": EnrollmentCredentials(
+            "p9", membership_key=stranger_key, backend=party_backend
+        ),
+        "wrong key": EnrollmentCredentials(
+            "p0", membership_key=stranger_key, backend=party_backend
+        ),
+        "wrong id": EnrollmentCredentials("p1", membership_key=member_key, backend=party_backend),
+    }
+    answers = {
+        what: str(refused(open_session(server.endpoints, credentials)))
+        for what, credentials in attempts.items()
+    }
+    assert len(set(answers.values())) == 1, answers
+    assert "not in the membership" not in answers["not a member"]
+    assert "listed key" not in answers["wrong key"]
+    assert echo.calls == 0
+    assert [(claimed, check) for claimed, check, _ in recorded] == [
+        ("p9", "membership"),
+        ("p0", "membership"),
+        ("p1", "membership"),
+    ]
+    assert "not in the membership" in recorded[0][2]
+    assert "does not verify" in recorded[1][2]
 
 
 def test_refuses_a_client_whose_evidence_fails_the_policy(

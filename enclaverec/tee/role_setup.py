@@ -1,8 +1,6 @@
-"""Role wiring that both schemes share: a role's evidence backend (none, simulated over
-its software measurement, or Gramine's ``/dev/attestation``) and the verifier context for
-the peers it must check. The federated aggregator and party, and the distributed key
-broker, parameter servers and workers, all start from these.
-"""
+"""What every enclave role does first, whatever its scheme: open its evidence backend over
+its measured configuration, and build the verifier context for the policy its peers'
+evidence must meet."""
 
 from __future__ import annotations
 
@@ -10,12 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from enclaverec.errors import ConfigError
-from enclaverec.report import TEEKind
 from enclaverec.tee.backend import EvidenceBackend, open_backend
+from enclaverec.tee.kinds import TEEKind
 from enclaverec.tee.measurement import ROLE_ISV_PROD_IDS, measured_inputs
 from enclaverec.tee.verifier_context import VerifierContext
-
-__all__ = ["role_backend", "verifier_context"]
 
 
 def role_backend(
@@ -49,7 +45,7 @@ def verifier_context(
         return VerifierContext.for_simulation(simulation_dir, policy.build())
     if not pccs_url:
         raise ConfigError(
-            "verifying real SGX evidence needs a PCCS: `federated init --pccs URL` writes it "
-            "into the measured configuration (pccs_url)"
+            "verifying real SGX evidence needs a PCCS: `init --pccs URL` writes it into the "
+            "measured configuration (pccs_url)"
         )
     return VerifierContext.for_production(pccs_url, policy.build())

@@ -1,0 +1,158 @@
+"""The demo: every mode that exists trains on one data set with one seed and is scored on
+the same test split; :func:`run_demo` returns each mode's report and writes ``report.md``,
+``report.json`` and each mode's own folder.
+
+A mode is one :class:`DemoMode` in :data:`MODES`: a folder name and a runner that gets the
+shared :class:`DemoContext` and the mode's folder and returns its validated metrics
+report. Adding a row to the demo is adding one entry (the distributed mode joins here,
+calling its own library function as the federated rows call :func:`simulate_federation`).
+
+Each mode's folder is marked as the demo's own (:data:`enclaverec.app.outputs.DEMO_MARK`);
+a rerun replaces only marked folders and stops, before any training, at a folder it did
+not make.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from enclaverec.app.centralized import CentralizedJob, run_centralized
+from enclaverec.app.data import DataConfig, load_data
+from enclaverec.app.events import JobEvents, QuietEvents
+from enclaverec.app.federation import (
+    FederationSetup,
+    SimulationConfig,
+    simulate_federation,
+)
+from enclaverec.app.outputs import check_demo_folder, claim_demo_folder
+from enclaverec.tee.kinds import TEEKind
+
+if TYPE_CHECKING:
+    from enclaverec.data.schema import DataSet
+
+DEMO_DATASET = "movielens-100k"
+DEMO_SEED = 0
+DEMO_PARTIES = 4
+DEMO_PARTITION = "iid"
+DEFAULT_OUTPUT = Path("runs") / "demo"
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Where the demo writes; the data set, seed and federation are the demo's own."""
+
+    output: Path = DEFAULT_OUTPUT
+    dataset: str = DEMO_DATASET
+    seed: int = DEMO_SEED
+    parties: int = DEMO_PARTIES
+
+
+@dataclass(frozen=True)
+class DemoContext:
+    """What every mode of the demo shares: the loaded data set, the seed, the number of
+    parties (or workers), and how to report progress."""
+
+    dataset: DataSet
+    seed: int
+    parties: int
+    events: JobEvents
+
+    @property
+    def data(self) -> DataConfig:
+        return DataConfig.builtin(self.dataset.name, seed=self.seed)
+
+
+ModeRunner = Callable[[DemoContext, Path], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class DemoMode:
+    """One row of the demo: its folder under the output, and its runner."""
+
+    folder: str
+    runner: ModeRunner
+
+
+def centralized_mode(context: DemoContext, folder: Path) -> dict[str, Any]:
+    """The plaintext baseline: the DLRM trained on one machine, no TEE."""
+    job = CentralizedJob(data=context.data, output=folder, overwrite=True)
+    return run_centralized(job, dataset=context.dataset, events=context.events).metrics()
+
+
+def _federated(context: DemoContext, folder: Path, tee: TEEKind) -> dict[str, Any]:
+    config = SimulationConfig(
+        setup=FederationSetup(data=context.data, parties=context.parties, partition=DEMO_PARTITION),
+        output=folder,
+        tee=tee,
+        # The folder is the demo's own (marked): its previous run's files are replaced.
+        overwrite=True,
+    )
+    return simulate_federation(config, dataset=context.dataset, events=context.events).metrics()
+
+
+def federated_mode(context: DemoContext, folder: Path) -> dict[str, Any]:
+    """Horizontal federated learning: parties (IID) and an aggregator, each its own
+    process, the aggregator and parties in simulated enclaves with attested channels."""
+    return _federated(context, folder, TEEKind.SIMULATED)
+
+
+def federated_baseline_mode(context: DemoContext, folder: Path) -> dict[str, Any]:
+    """The same federation over plaintext loopback, no TEE: the price of security is the
+    difference to the row above."""
+    return _federated(context, folder, TEEKind.NONE)
+
+
+# The demo's rows, in order. Distributed modes join here.
+MODES: tuple[DemoMode, ...] = (
+    DemoMode("centralized", centralized_mode),
+    DemoMode("federated-simulated", federated_mode),
+    DemoMode("federated-none", federated_baseline_mode),
+)
+
+NOTES = (
+    "tee none is the plaintext measurement baseline, not a deployment mode.",
+    "Each mode's full metrics are in its own folder's metrics.json.",
+)
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """Each mode's metrics report, in the order of :data:`MODES`, and the report files."""
+
+    runs: tuple[dict[str, Any], ...]
+    markdown: Path
+    json: Path
+    title: str
+
+
+def run_demo(
+    config: DemoConfig,
+    *,
+    modes: Sequence[DemoMode] | None = None,
+    events: JobEvents | None = None,
+) -> DemoResult:
+    """Run every mode on the same data and seed and write the comparison report.
+
+    Raises:
+        OutputFolderError: a mode's folder holds files the demo did not make (checked for
+            every mode before the first one runs).
+    """
+    from enclaverec.report import write_comparison_report
+
+    events = events or QuietEvents()
+    modes = MODES if modes is None else tuple(modes)
+    for mode in modes:
+        check_demo_folder(config.output / mode.folder)
+    events.note(f"demo: {config.dataset}, seed {config.seed}, results in {config.output}")
+    dataset = load_data(DataConfig.builtin(config.dataset, seed=config.seed))
+    context = DemoContext(dataset=dataset, seed=config.seed, parties=config.parties, events=events)
+    runs = []
+    for mode in modes:
+        events.section(mode.folder)
+        runs.append(mode.runner(context, claim_demo_folder(config.output / mode.folder)))
+    title = f"enclaverec demo: {config.dataset}"
+    markdown, json_path = write_comparison_report(config.output, runs, title=title, notes=NOTES)
+    return DemoResult(runs=tuple(runs), markdown=markdown, json=json_path, title=title)
