@@ -21,7 +21,7 @@ from enclaverec.app.events import JobEvents, QuietEvents
 from enclaverec.app.outputs import check_output_folder, prepare_output_folder
 from enclaverec.errors import ConfigError, TrainingError, UsageError
 from enclaverec.evaluation import BinaryMetrics
-from enclaverec.federated.strategies import STRATEGIES
+from enclaverec.federated.strategies import DEFAULT_STRATEGY, Clipping, StrategyConfig
 from enclaverec.tee.kinds import TEEKind, check_tee_for
 from enclaverec.trainer import EvalRecord
 
@@ -34,17 +34,11 @@ LOGREG = "logreg"
 DEFAULT_ROUNDS = 10
 DEFAULT_LOCAL_EPOCHS = 1
 DEFAULT_PARTITION = "iid"
-DEFAULT_STRATEGY = "fedavg"
 # The logistic regression's local training (no preset holds it): plain SGD at lr 0.5,
 # batch 256, reaches its best AUC on MovieLens-100K within a few rounds.
 LOGREG_LEARNING_RATE = 0.5
 LOGREG_BATCH_SIZE = 256
 LOGREG_OPTIMIZER = "sgd"
-# FedProx's mu when --strategy fedprox is given without one (Li et al. 2020 use 0.001-1;
-# 0.01 keeps the local models near the global one without slowing FedAvg's progress).
-DEFAULT_PROXIMAL_MU = 0.01
-# The server learning rate of FedAdam / FedYogi / FedAdagrad (Reddi et al. 2021's grid).
-DEFAULT_SERVER_LEARNING_RATE = 1e-2
 DEFAULT_QUORUM = 1.0
 DEFAULT_DEADLINE_SECONDS = 600.0
 # Each party sees 1/N of the rows per round; with the preset's batch its local steps per
@@ -78,14 +72,32 @@ class FederationPlanConfig:
     batch_size: int | None = None
     learning_rate: float | None = None
     strategy: str = DEFAULT_STRATEGY
+    """A registry name, or ``NAME:VALUE`` (``trimmed-mean:0.2``, ``krum:1``); its options
+    not given here take the strategy's own defaults (``federated.strategies``)."""
     proximal_mu: float | None = None
-    server_learning_rate: float = DEFAULT_SERVER_LEARNING_RATE
+    server_learning_rate: float | None = None
+    clipping: Clipping = Clipping.MEDIAN
     fraction: float | None = None
     min_parties: int | None = None
     quorum: float = DEFAULT_QUORUM
     deadline_seconds: float = DEFAULT_DEADLINE_SECONDS
     norm_bound: float | None = None
     dense_updates: bool = False
+
+    def strategy_config(self) -> StrategyConfig:
+        """The plan's strategy: the registry's typed options, with the flags given."""
+        if self.proximal_mu is not None and not self.strategy.startswith("fedprox"):
+            raise ConfigError("--proximal-mu needs --strategy fedprox")
+        if self.server_learning_rate is not None and not self.strategy.startswith(
+            ("fedadam", "fedyogi", "fedadagrad")
+        ):
+            raise ConfigError("--server-lr needs --strategy fedadam, fedyogi or fedadagrad")
+        return StrategyConfig.parse(
+            self.strategy,
+            clipping=self.clipping,
+            proximal_mu=self.proximal_mu,
+            eta=self.server_learning_rate,
+        )
 
     def __post_init__(self) -> None:
         if self.model is not None and self.model not in model_choices():
@@ -100,12 +112,7 @@ class FederationPlanConfig:
             )
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(
-                f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}"
-            )
-        if self.proximal_mu is not None and self.strategy != "fedprox":
-            raise ConfigError("--proximal-mu needs --strategy fedprox")
+        self.strategy_config()  # refuses an unknown strategy or an option it lacks
         for name, value in (
             ("lr", self.learning_rate),
             ("proximal-mu", self.proximal_mu),
@@ -161,8 +168,7 @@ def build_plan(
     from enclaverec.dlrm.config import PRESETS, Preset, choose_preset
     from enclaverec.federated.config import FederatedPlan, ModelKind, UpdateEncoding
     from enclaverec.federated.rounds import SelectionConfig
-    from enclaverec.federated.strategies import LocalTraining, StrategyConfig
-    from enclaverec.paramservice.combine import RowNormalisation
+    from enclaverec.federated.strategies import LocalTraining
 
     events = events or QuietEvents()
     config = setup.plan
@@ -180,9 +186,6 @@ def build_plan(
         check_batch_size(config.batch_size, smallest, flag="--batch-size")
     if config.model is None:
         events.note(f"preset: {preset} ({len(dataset.train):,} training rows)")
-    mu = config.proximal_mu
-    if mu is None:
-        mu = DEFAULT_PROXIMAL_MU if config.strategy == "fedprox" else 0.0
     return FederatedPlan(
         model=model,
         preset=preset,
@@ -198,12 +201,7 @@ def build_plan(
             learning_rate=config.learning_rate or lr,
             seed=setup.data.seed,
         ),
-        strategy=StrategyConfig(
-            name=config.strategy,
-            proximal_mu=mu,
-            server_learning_rate=config.server_learning_rate,
-            row_normalisation=RowNormalisation.ALL_CONTRIBUTORS,
-        ),
+        strategy=config.strategy_config(),
         selection=SelectionConfig(
             fraction=config.fraction or 1.0,
             # Every party by default; with a fraction, at least one unless min_parties says.

@@ -87,7 +87,6 @@ FINISH_GRACE_SECONDS = 60.0
 # The wait for parties to receive the best model grows with its size: at least this rate
 # (a slow link, a loaded machine) must suffice. A 166 MB kaggle model gets 60 + 166 s.
 FINISH_BYTES_PER_SECOND = 1 << 20
-STOP_GRACE_SECONDS = 5.0
 
 
 def finish_grace_seconds(model_bytes: int) -> float:
@@ -343,9 +342,11 @@ class FederatedAggregator:
         try:
             self._drive(on_round)
         finally:
-            # Every live party confirmed (or the finish grace passed): the grace only lets
-            # the last frames already handed to gRPC drain.
-            self.server.stop(grace=STOP_GRACE_SECONDS)
+            # Every live party confirmed (or the finish grace passed). The last frames a
+            # party confirmed may still be in flight (up to gRPC's flow-control window):
+            # the grace lets them drain. It ends as soon as no call is left, so a long
+            # grace costs nothing when every party is done.
+            self.server.stop(grace=self.finish_grace)
         summary = self.summary()
         write_json(self.state_dir / SUMMARY_FILE, summary)
         return summary

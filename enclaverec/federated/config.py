@@ -32,7 +32,6 @@ from enclaverec.errors import ConfigError, EnclaveRecError
 from enclaverec.federated.rounds import SelectionConfig
 from enclaverec.federated.strategies import LocalTraining, StrategyConfig
 from enclaverec.files import read_toml
-from enclaverec.paramservice.combine import RowNormalisation
 from enclaverec.tee.kinds import TEEKind
 from enclaverec.tee.policy import PolicySpec
 from enclaverec.trainer import ModelKind as ModelKind  # re-exported: its old home
@@ -105,15 +104,7 @@ class FederatedPlan:
             "learning_rate": self.local.learning_rate,
             "update_encoding": self.update_encoding.value,
             "norm_bound": self.norm_bound or 0.0,
-            "strategy": {
-                "name": self.strategy.name,
-                "proximal_mu": self.strategy.proximal_mu,
-                "server_learning_rate": self.strategy.server_learning_rate,
-                "beta1": self.strategy.beta1,
-                "beta2": self.strategy.beta2,
-                "tau": self.strategy.tau,
-                "row_normalisation": self.strategy.row_normalisation.value,
-            },
+            "strategy": self.strategy.to_toml(),
             "selection": {
                 "fraction": self.selection.fraction,
                 "min_parties": self.selection.min_parties,
@@ -134,19 +125,8 @@ class FederatedPlan:
             "selection", "features", "hashing",
         }  # fmt: skip
         _check_keys(table, known, where)
-        strategy = _table(table, "strategy", where)
-        _check_keys(
-            strategy,
-            {
-                "name",
-                "proximal_mu",
-                "server_learning_rate",
-                "beta1",
-                "beta2",
-                "tau",
-                "row_normalisation",
-            },
-            f"{where}.strategy",
+        strategy = StrategyConfig.from_toml(
+            _table(table, "strategy", where), where=f"{where}.strategy"
         )
         selection = _table(table, "selection", where)
         _check_keys(
@@ -159,7 +139,6 @@ class FederatedPlan:
             spec = FeatureSpec.from_dict(features)
             model = ModelKind(_get(table, "model", str, where))
             encoding = UpdateEncoding(_get(table, "update_encoding", str, where, "sparse"))
-            rows = RowNormalisation(_get(strategy, "row_normalisation", str, where, "all"))
         except (KeyError, ValueError, TypeError) as exc:
             raise ConfigError(f"{where}: {exc}") from exc
         number = (int, float)
@@ -180,17 +159,7 @@ class FederatedPlan:
                 learning_rate=float(_get(table, "learning_rate", number, where)),
                 seed=seed,
             ),
-            strategy=StrategyConfig(
-                name=_get(strategy, "name", str, where),
-                proximal_mu=float(_get(strategy, "proximal_mu", number, where, 0.0)),
-                server_learning_rate=float(
-                    _get(strategy, "server_learning_rate", number, where, 1e-2)
-                ),
-                beta1=float(_get(strategy, "beta1", number, where, 0.9)),
-                beta2=float(_get(strategy, "beta2", number, where, 0.99)),
-                tau=float(_get(strategy, "tau", number, where, 1e-3)),
-                row_normalisation=rows,
-            ),
+            strategy=strategy,
             selection=SelectionConfig(
                 fraction=float(_get(selection, "fraction", number, where, 1.0)),
                 min_parties=_get(selection, "min_parties", int, where, 1),

@@ -19,11 +19,8 @@ from enclaverec.app.federation import (
     DEFAULT_DEADLINE_SECONDS,
     DEFAULT_LOCAL_EPOCHS,
     DEFAULT_PARTITION,
-    DEFAULT_PROXIMAL_MU,
     DEFAULT_QUORUM,
     DEFAULT_ROUNDS,
-    DEFAULT_SERVER_LEARNING_RATE,
-    DEFAULT_STRATEGY,
     METRICS_FILE,
     FederationPlanConfig,
     FederationSetup,
@@ -41,7 +38,9 @@ from enclaverec.data.criteo import OnBadLine
 from enclaverec.data.registry import dataset_help, dataset_names
 from enclaverec.data.sources import DataSelection
 from enclaverec.errors import UsageError
-from enclaverec.federated.strategies import STRATEGIES
+from enclaverec.federated.strategies import DEFAULT_STRATEGY, Clipping, strategy_help
+from enclaverec.federated.strategies.adaptive import AdaptiveOptions
+from enclaverec.federated.strategies.fedprox import FedProxOptions
 from enclaverec.tee.kinds import TEEKind, parse_tee, tee_choices, tee_help
 
 log = logging.getLogger(__name__)
@@ -98,20 +97,28 @@ def _add_plan_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", metavar="RATE", help="local learning rate (default: the preset's)")
     parser.add_argument(
         "--strategy",
-        choices=STRATEGIES,
         default=DEFAULT_STRATEGY,
-        help=f"(default: {DEFAULT_STRATEGY})",
+        metavar="NAME[:VALUE]",
+        help=f"{strategy_help()} (default: {DEFAULT_STRATEGY})",
     )
     parser.add_argument(
         "--proximal-mu",
         metavar="MU",
-        help=f"FedProx's proximal term (with --strategy fedprox; default: {DEFAULT_PROXIMAL_MU})",
+        help="FedProx's proximal term (with --strategy fedprox; default: "
+        f"{FedProxOptions().proximal_mu:g})",
     )
     parser.add_argument(
         "--server-lr",
         metavar="ETA",
         help="server learning rate of FedAdam/FedYogi/FedAdagrad "
-        f"(default: {DEFAULT_SERVER_LEARNING_RATE:g})",
+        f"(default: {AdaptiveOptions().eta:g})",
+    )
+    parser.add_argument(
+        "--clipping",
+        choices=[c.value for c in Clipping],
+        default=Clipping.MEDIAN.value,
+        help="median: scale each update down to the median L2 norm of its round (an "
+        "adaptive bound; default); none: combine updates as sent",
     )
     parser.add_argument(
         "--fraction", metavar="F", help="fraction of parties selected per round (default: 1)"
@@ -184,6 +191,7 @@ def federation_setup(args: argparse.Namespace) -> FederationSetup:
         "deadline_seconds": _optional(parse_positive_float, "deadline", args.deadline),
         "norm_bound": _optional(parse_positive_float, "norm-bound", args.norm_bound),
         "dense_updates": args.dense_updates,
+        "clipping": Clipping(args.clipping),
     }
     # A flag not given leaves the configuration's own default in place.
     defaults = FederationPlanConfig()

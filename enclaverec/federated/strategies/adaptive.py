@@ -5,12 +5,15 @@ their own files; this base holds what they share."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
 from enclaverec.arrays import ModelLayout, ModelUpdate
+from enclaverec.errors import ConfigError
 from enclaverec.federated.aggregate import (
     ServerOptimizerConfig,
     ServerOptimizerKind,
@@ -18,7 +21,26 @@ from enclaverec.federated.aggregate import (
     server_optimizer_step,
 )
 from enclaverec.federated.strategies.base import Strategy
-from enclaverec.paramservice.combine import RowNormalisation
+
+
+@dataclass(frozen=True)
+class AdaptiveOptions:
+    """Reddi et al. 2021, Algorithm 2: server learning rate ``eta``, momentum ``beta1``,
+    second-moment decay ``beta2``, adaptivity ``tau`` (the paper's §D.2 defaults)."""
+
+    eta: float = 1e-2
+    beta1: float = 0.9
+    beta2: float = 0.99
+    tau: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.eta) and self.eta > 0):
+            raise ConfigError(f"the server learning rate eta must be positive, got {self.eta}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not (math.isfinite(self.tau) and self.tau > 0):
+            raise ConfigError(f"tau must be positive, got {self.tau}")
 
 
 class AdaptiveServerStrategy(Strategy):
@@ -31,9 +53,10 @@ class AdaptiveServerStrategy(Strategy):
         beta1: float = 0.9,
         beta2: float = 0.99,
         tau: float = 1e-3,
-        row_normalisation: RowNormalisation = RowNormalisation.ALL_CONTRIBUTORS,
+        **common: Any,
     ) -> None:
-        super().__init__(row_normalisation=row_normalisation)
+        super().__init__(**common)
+        AdaptiveOptions(eta, beta1, beta2, tau)  # the same checks as the plan's
         self.config = ServerOptimizerConfig(self.kind, eta=eta, beta1=beta1, beta2=beta2, tau=tau)
         self._state: ServerOptimizerState | None = None
 

@@ -4,9 +4,16 @@ Decentralized Data"): the global model moves by the sample-weighted mean of the 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from enclaverec.arrays import ModelLayout, ModelUpdate
 from enclaverec.federated.strategies.base import Strategy
+
+
+@dataclass(frozen=True)
+class FedAvgOptions:
+    """FedAvg has no options of its own (clipping and row normalisation are every
+    strategy's)."""
 
 
 class FedAvg(Strategy):

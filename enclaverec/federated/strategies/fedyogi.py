@@ -3,8 +3,15 @@ grows or shrinks by at most (1 - beta2) * g^2 per round)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from enclaverec.federated.aggregate import ServerOptimizerKind
-from enclaverec.federated.strategies.adaptive import AdaptiveServerStrategy
+from enclaverec.federated.strategies.adaptive import AdaptiveOptions, AdaptiveServerStrategy
+
+
+@dataclass(frozen=True)
+class FedYogiOptions(AdaptiveOptions):
+    """FedYogi's options (Reddi et al. 2021's defaults)."""
 
 
 class FedYogi(AdaptiveServerStrategy):

@@ -9,8 +9,6 @@ import pytest
 from enclaverec.app.data import DataConfig, load_data
 from enclaverec.app.federation import (
     DEFAULT_DEADLINE_SECONDS,
-    DEFAULT_PROXIMAL_MU,
-    DEFAULT_SERVER_LEARNING_RATE,
     LOGREG_LEARNING_RATE,
     MAX_DEFAULT_LOCAL_BATCH,
     FederationPlanConfig,
@@ -21,6 +19,8 @@ from enclaverec.app.federation import (
 )
 from enclaverec.errors import ConfigError, UsageError
 from enclaverec.federated.config import ModelKind
+from enclaverec.federated.strategies import Clipping
+from enclaverec.federated.strategies.fedprox import DEFAULT_PROXIMAL_MU
 from enclaverec.tee.kinds import TEEKind
 
 
@@ -44,8 +44,9 @@ def test_the_documented_defaults():
     assert plan.model is ModelKind.DLRM and plan.preset == "small"
     assert plan.local.batch_size == MAX_DEFAULT_LOCAL_BATCH
     assert plan.rounds == 10 and plan.local.epochs == 1
-    assert plan.strategy.name == "fedavg" and plan.strategy.proximal_mu == 0.0
-    assert plan.strategy.server_learning_rate == DEFAULT_SERVER_LEARNING_RATE == 1e-2
+    # FedAvg (its typed options have no fields) with median-norm clipping.
+    assert plan.strategy.name == "fedavg" and plan.strategy.clipping is Clipping.MEDIAN
+    assert plan_for(strategy="fedadam").strategy.options.eta == 1e-2
     assert plan.selection.deadline_seconds == DEFAULT_DEADLINE_SECONDS == 600.0
     assert plan.selection.min_parties == 3 and plan.selection.fraction == 1.0
 
@@ -55,7 +56,7 @@ def test_logreg_and_fedprox_defaults():
     assert plan.model is ModelKind.LOGREG and plan.optimizer == "sgd"
     assert plan.local.learning_rate == LOGREG_LEARNING_RATE == 0.5
     assert plan.local.batch_size == 256
-    assert plan.strategy.proximal_mu == DEFAULT_PROXIMAL_MU == 0.01
+    assert plan.strategy.options.proximal_mu == DEFAULT_PROXIMAL_MU == 0.01
 
 
 def test_a_fraction_lowers_the_minimum_to_one():
@@ -69,7 +70,9 @@ def test_a_fraction_lowers_the_minimum_to_one():
         ({"rounds": 10**20}, "--rounds must be between 1 and 10000"),
         ({"local_epochs": 0}, "--local-epochs must be between 1 and 1000"),
         ({"proximal_mu": 0.1}, "--proximal-mu needs --strategy fedprox"),
-        ({"strategy": "fedsgd"}, "--strategy must be one of"),
+        ({"strategy": "fedsgd"}, "unknown strategy 'fedsgd'; known: fedavg, fedprox"),
+        ({"server_learning_rate": 0.1}, "--server-lr needs --strategy fedadam"),
+        ({"strategy": "trimmed-mean:0.7"}, "0 <= beta < 0.5"),
         ({"model": "huge"}, "--model must be one of small, kaggle, logreg"),
         ({"learning_rate": float("nan")}, "--lr must be a positive number"),
     ],

@@ -11,7 +11,10 @@ import pytest
 
 from enclaverec.crypto import keys
 from enclaverec.data import encrypted
+from enclaverec.data.batching import encrypted_batches
 from enclaverec.data.criteo import BadLineCounter, iter_criteo_examples, parse_criteo_block
+from enclaverec.data.encrypted import writer as encrypted_writer
+from enclaverec.data.encrypted.format import count_lines
 from enclaverec.data.hashing import CategoryHashing
 from enclaverec.errors import (
     DataFormatError,
@@ -161,7 +164,7 @@ def test_round_trip_edge_cases(tmp_path, dataset, text):
     info = encrypted.encrypt_file(source, tmp_path / "edge.enc", dataset, chunk_size=CHUNK)
     with encrypted.EncryptedDataReader(info.path, dataset.data_key) as reader:
         chunks = [c for _, c in reader.iter_chunks()]
-        assert reader.num_lines == info.lines == encrypted._count_lines(text)
+        assert reader.num_lines == info.lines == count_lines(text)
     assert b"".join(chunks) == text
     assert len(chunks) >= 1
     # Whole lines: only the last chunk may end without a newline.
@@ -181,10 +184,10 @@ def test_same_plaintext_twice_gives_unrelated_files(tmp_path, plain, dataset):
 
 
 @pytest.mark.parametrize("batch_size", [1, 37, 128, 1000])
-def test_iter_examples_equals_the_plaintext_reader(enc, plain, dataset, batch_size):
+def test_encrypted_batches_equals_the_plaintext_reader(enc, plain, dataset, batch_size):
     expected = list(iter_criteo_examples([plain], hashing=HASHING, batch_size=batch_size))
     with encrypted.EncryptedDataReader(enc, dataset.data_key) as reader:
-        got = list(reader.iter_examples(HASHING, batch_size))
+        got = list(encrypted_batches(reader, HASHING, batch_size))
     assert len(got) == len(expected)
     for g, e in zip(got, expected, strict=True):
         np.testing.assert_array_equal(g.dense, e.dense)
@@ -193,7 +196,7 @@ def test_iter_examples_equals_the_plaintext_reader(enc, plain, dataset, batch_si
         np.testing.assert_array_equal(g.row_ids, e.row_ids)
 
 
-def test_iter_examples_skip_mode_matches_row_ids_and_counts(tmp_path, dataset):
+def test_encrypted_batches_skip_mode_matches_row_ids_and_counts(tmp_path, dataset):
     source = tmp_path / "bad.txt"
     source.write_bytes(criteo_text(200, seed=5, bad_every=17))
     info = encrypted.encrypt_file(source, tmp_path / "bad.enc", dataset, chunk_size=CHUNK)
@@ -210,8 +213,8 @@ def test_iter_examples_skip_mode_matches_row_ids_and_counts(tmp_path, dataset):
     )
     with encrypted.EncryptedDataReader(info.path, dataset.data_key) as reader:
         got = list(
-            reader.iter_examples(
-                HASHING, 50, on_bad_line="skip", counter=enc_counter, start_row_id=1000
+            encrypted_batches(
+                reader, HASHING, 50, on_bad_line="skip", counter=enc_counter, start_row_id=1000
             )
         )
     assert enc_counter.skipped == plain_counter.skipped == 200 // 17
@@ -220,13 +223,13 @@ def test_iter_examples_skip_mode_matches_row_ids_and_counts(tmp_path, dataset):
         np.testing.assert_array_equal(g.categorical, e.categorical)
 
 
-def test_iter_examples_bad_line_names_the_plaintext_line(tmp_path, dataset):
+def test_encrypted_batches_bad_line_names_the_plaintext_line(tmp_path, dataset):
     source = tmp_path / "bad.txt"
     source.write_bytes(criteo_text(100, seed=5, bad_every=60))
     info = encrypted.encrypt_file(source, tmp_path / "bad.enc", dataset, chunk_size=CHUNK)
     with encrypted.EncryptedDataReader(info.path, dataset.data_key) as reader:
         with pytest.raises(DataFormatError, match=r"bad\.enc:60: label must be 0 or 1"):
-            list(reader.iter_examples(HASHING, 16))
+            list(encrypted_batches(reader, HASHING, 16))
 
 
 def _rows(batches):
@@ -237,9 +240,9 @@ def _rows(batches):
 
 def test_shuffled_reading_is_seeded_and_complete(enc, plain, dataset):
     with encrypted.EncryptedDataReader(enc, dataset.data_key) as reader:
-        first = list(reader.iter_examples(HASHING, 32, shuffle_seed=7))
-        again = list(reader.iter_examples(HASHING, 32, shuffle_seed=7))
-        other = list(reader.iter_examples(HASHING, 32, shuffle_seed=8))
+        first = list(encrypted_batches(reader, HASHING, 32, shuffle_seed=7))
+        again = list(encrypted_batches(reader, HASHING, 32, shuffle_seed=7))
+        other = list(encrypted_batches(reader, HASHING, 32, shuffle_seed=8))
     plain_rows = _rows(list(iter_criteo_examples([plain], hashing=HASHING, batch_size=300)))
     ids = np.concatenate([b.row_ids for b in first])
     assert not np.array_equal(ids, np.sort(ids))
@@ -505,7 +508,7 @@ def test_chunking_property_on_random_texts(tmp_path, dataset):
         info = encrypted.encrypt_file(source, target, dataset, chunk_size=chunk_size)
         with encrypted.EncryptedDataReader(target, dataset.data_key) as reader:
             chunks = [c for _, c in reader.iter_chunks()]
-            assert reader.num_lines == info.lines == encrypted._count_lines(text)
+            assert reader.num_lines == info.lines == count_lines(text)
         assert b"".join(chunks) == text
         for chunk in chunks[:-1]:
             assert chunk.endswith(b"\n")
@@ -530,7 +533,7 @@ def test_encrypt_stream_matches_encrypt_file_format(tmp_path, plain, dataset):
 
 
 def test_line_longer_than_the_chunk_limit_refused(tmp_path, dataset, monkeypatch):
-    monkeypatch.setattr(encrypted, "MAX_CHUNK_SIZE", 4096)
+    monkeypatch.setattr(encrypted_writer, "MAX_CHUNK_SIZE", 4096)
     source = tmp_path / "long.txt"
     source.write_bytes(b"short\n" * 3 + b"x" * 10_000 + b"\nafter\n")
     out = tmp_path / "long.enc"

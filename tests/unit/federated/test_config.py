@@ -38,7 +38,7 @@ def plan() -> FederatedPlan:
         seed=3,
         rounds=4,
         local=LocalTraining(epochs=2, batch_size=64, learning_rate=0.3, seed=3),
-        strategy=StrategyConfig(name="fedprox", proximal_mu=0.1),
+        strategy=StrategyConfig.parse("fedprox", proximal_mu=0.1),
         selection=SelectionConfig(fraction=0.5, min_parties=1, quorum=0.5, deadline_seconds=30),
     )
 

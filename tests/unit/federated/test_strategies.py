@@ -7,7 +7,13 @@ import pytest
 
 from enclaverec.arrays import ModelLayout, ModelUpdate, densify, sparsify
 from enclaverec.errors import AggregationRefusedError, ConfigError
-from enclaverec.federated.strategies import STRATEGIES, LocalTraining, StrategyConfig, make_strategy
+from enclaverec.federated.strategies import (
+    STRATEGIES,
+    Clipping,
+    LocalTraining,
+    StrategyConfig,
+    make_strategy,
+)
 from enclaverec.paramservice.combine import weighted_mean
 
 ROWS = 40
@@ -20,18 +26,23 @@ def layout() -> ModelLayout:
     return ModelLayout.of(arrays, tables=["embedding/C1"])
 
 
-def updates(layout: ModelLayout, seed: int) -> list[ModelUpdate]:
+PARTIES = ["a", "b", "c", "d", "e"]  # enough for krum:1 (2F + 3)
+
+
+def updates(layout: ModelLayout, seed: int, count: int = 2) -> list[ModelUpdate]:
     rng = np.random.default_rng(seed)
     result = []
-    for samples in (5, 20):
+    for samples in (5, 20, 7, 11, 13)[:count]:
         full = {n: rng.normal(size=s.shape).astype(np.float32) for n, s in layout.specs.items()}
         full["embedding/C1"][rng.random(ROWS) < 0.6] = 0
         result.append(sparsify(full, layout, samples))
     return result
 
 
-def config(name: str) -> StrategyConfig:
-    return StrategyConfig(name=name, proximal_mu=0.1 if name == "fedprox" else 0.0)
+def config(name: str, clipping: Clipping = Clipping.NONE) -> StrategyConfig:
+    return StrategyConfig.parse(
+        name, clipping=clipping, proximal_mu=0.1 if name == "fedprox" else None
+    )
 
 
 @pytest.fixture(params=STRATEGIES)
@@ -50,34 +61,41 @@ def test_contract_configure_fit_keeps_the_plan(strategy_name):
     )
 
 
-def test_contract_change_touches_only_rows_some_party_touched(strategy_name, layout):
-    batch = updates(layout, 1)
-    change = make_strategy(config(strategy_name)).aggregate(batch, layout, ["a", "b"])
-    union = np.union1d(
-        batch[0].sparse["embedding/C1"].row_ids, batch[1].sparse["embedding/C1"].row_ids
-    )
-    assert np.array_equal(change.sparse["embedding/C1"].row_ids, union)
+@pytest.mark.parametrize("clipping", list(Clipping))
+def test_contract_change_touches_only_rows_some_party_touched(strategy_name, layout, clipping):
+    batch = updates(layout, 1, len(PARTIES))
+    change = make_strategy(config(strategy_name, clipping)).aggregate(batch, layout, PARTIES)
+    union = np.unique(np.concatenate([u.sparse["embedding/C1"].row_ids for u in batch]))
+    sent = change.sparse["embedding/C1"].row_ids
+    assert np.all(np.isin(sent, union))
+    if strategy_name != "krum":  # Krum keeps only the selected updates' rows
+        assert np.array_equal(sent, union)
     assert change.dense["w"].shape == (3,) and np.all(np.isfinite(change.dense["w"]))
 
 
 def test_contract_refuses_a_bad_update(strategy_name, layout):
-    batch = updates(layout, 2)
+    batch = updates(layout, 2, len(PARTIES))
     bad = dict(batch[1].dense)
     bad["w"] = np.array([np.nan, 0, 0], np.float32)
     batch[1] = ModelUpdate(bad, batch[1].sparse, batch[1].num_samples)
     with pytest.raises(AggregationRefusedError, match="b refused: w: non-finite"):
-        make_strategy(config(strategy_name)).aggregate(batch, layout, ["a", "b"])
+        make_strategy(config(strategy_name)).aggregate(batch, layout, PARTIES)
 
 
 def test_contract_state_round_trip_gives_the_same_next_step(strategy_name, layout):
     first = make_strategy(config(strategy_name))
-    first.aggregate(updates(layout, 3), layout, ["a", "b"])
+    first.aggregate(updates(layout, 3, len(PARTIES)), layout, PARTIES)
     second = make_strategy(config(strategy_name))
     second.load_state({k: v.copy() for k, v in first.state().items()})
-    nxt = updates(layout, 4)
-    a = densify(first.aggregate(nxt, layout, ["a", "b"]), layout)
-    b = densify(second.aggregate(nxt, layout, ["a", "b"]), layout)
+    nxt = updates(layout, 4, len(PARTIES))
+    a = densify(first.aggregate(nxt, layout, PARTIES), layout)
+    b = densify(second.aggregate(nxt, layout, PARTIES), layout)
     assert all(np.array_equal(a[n], b[n]) for n in a)
+
+
+def test_contract_plan_round_trip(strategy_name):
+    chosen = config(strategy_name)
+    assert StrategyConfig.from_toml(chosen.to_toml(), where="plan") == chosen
 
 
 def test_fedavg_and_fedprox_move_by_the_weighted_mean(layout):
@@ -104,13 +122,28 @@ def test_adaptive_strategies_differ_from_fedavg(layout):
 
 
 @pytest.mark.parametrize(
-    "kwargs, message",
+    "spec, options, message",
     [
-        ({"name": "fedsgd"}, "unknown strategy"),
-        ({"name": "fedavg", "proximal_mu": 0.1}, "FedProx"),
-        ({"name": "fedprox", "proximal_mu": 0.0}, "proximal_mu > 0"),
+        ("fedsgd", {}, "unknown strategy"),
+        ("fedavg", {"proximal_mu": 0.1}, "unknown option 'proximal_mu'"),
+        ("fedprox", {"proximal_mu": 0.0}, "proximal_mu > 0"),
+        ("fedavg:3", {}, "fedavg takes no argument"),
+        ("trimmed-mean:0.5", {}, "0 <= beta < 0.5"),
+        ("trimmed-mean:x", {}, "beta must be a number"),
+        ("krum:-1", {}, "f >= 0"),
+        ("krum:1.5", {}, "f must be an integer"),
     ],
 )
-def test_refuses_bad_strategy_config(kwargs, message):
+def test_refuses_bad_strategy_config(spec, options, message):
     with pytest.raises(ConfigError, match=message):
-        make_strategy(StrategyConfig(**kwargs))
+        make_strategy(StrategyConfig.parse(spec, **options))
+
+
+def test_strategy_arguments_and_typed_options():
+    assert config("trimmed-mean:0.1").options.beta == 0.1
+    assert config("krum:2").options.f == 2
+    assert StrategyConfig.parse("fedadam", eta=0.05).options.eta == 0.05
+    assert StrategyConfig().spec == "fedavg" and config("krum:2").spec == "krum:2"
+    with pytest.raises(ConfigError, match="needs at least 5 parties"):
+        config("krum:1").check_parties(4)
+    config("krum:1").check_parties(5)

@@ -181,8 +181,21 @@ def test_one_callers_concurrent_streams_share_its_allowance():
     assert budget.held("p") == 6
 
 
-def test_pull_still_serves_after_refusals(served):
-    service, push, _, _ = served
-    refusal(push, "stranger", tensors.to_chunks(payload(service, update())))
-    assert service.store.version == 0
-    assert paramservice_pb2.UpdatePayload  # the module stays importable for the codec
+def test_a_caller_counts_as_done_only_after_the_last_frame_of_the_best_model():
+    store = ParameterStore(initial(), layout())
+    service = ParameterService(store, lambda pushed: None, weight_bounds=MAX_ROWS)
+    service.best = lambda: (store.snapshot(), 3)
+    done: list[str] = []
+    servicer = ParameterServicer(service, lambda context: "honest", on_pull_best=done.append)
+    request = paramservice_pb2.PullRequest(which=paramservice_pb2.BEST)
+
+    frames = servicer.Pull(request, None)
+    next(frames)
+    assert done == []  # the download started: not done
+    list(frames)
+    assert done == ["honest"]  # every frame taken: done
+
+    cancelled = servicer.Pull(request, None)
+    next(cancelled)
+    cancelled.close()  # a broken or cancelled stream ends at a yield
+    assert done == ["honest"]
