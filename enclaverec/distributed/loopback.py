@@ -10,7 +10,12 @@ from collections.abc import Callable, Sequence
 
 from enclaverec.arrays import ModelLayout
 from enclaverec.paramservice.shard import ShardServer
-from enclaverec.paramservice.shard_rpc import ShardedClient, serve_shard
+from enclaverec.paramservice.shard_rpc import (
+    SHARD_CHANNEL_OPTIONS,
+    SHARD_SERVER_OPTIONS,
+    ShardedClient,
+    serve_shard,
+)
 from enclaverec.transport.server import AttestedServer, ListenConfig
 from enclaverec.transport.session import ClientSession, PlaintextBaselineSession
 
@@ -27,8 +32,12 @@ class LoopbackShards:
         servers: Sequence[ShardServer],
         *,
         on_refused: Callable[[str, int, Exception], None] | None = None,
+        model_readers: frozenset[str] = frozenset(),
+        other_peers: tuple[str, ...] = (),
         max_workers: int = 16,
     ) -> None:
+        """``model_readers`` may pull whole shards; ``other_peers`` may connect (and be
+        refused by the shards: for tests)."""
         if [s.config.shard for s in servers] != list(range(len(servers))):
             raise ValueError("one server per shard, in shard order")
         self.servers = list(servers)
@@ -37,16 +46,19 @@ class LoopbackShards:
         for server in servers:
             attested = AttestedServer.unsafe_plaintext_baseline(
                 ListenConfig(host="127.0.0.1", max_workers=max_workers),
-                parties=server.config.workers,
+                parties=(*server.config.workers, *model_readers, *other_peers),
+                application_options=SHARD_SERVER_OPTIONS,
             )
-            serve_shard(attested, server, on_refused=on_refused)
+            serve_shard(attested, server, on_refused=on_refused, model_readers=model_readers)
             attested.start()
             self._grpc.append(attested)
 
     def client(self, worker: str, layout: ModelLayout) -> ShardedClient:
         """A worker's client to every shard (closed with :meth:`close`)."""
         sessions = [
-            ClientSession.unsafe_plaintext_baseline(server.endpoints, worker)
+            ClientSession.unsafe_plaintext_baseline(
+                server.endpoints, worker, channel_options=SHARD_CHANNEL_OPTIONS
+            )
             for server in self._grpc
         ]
         self._sessions.extend(sessions)

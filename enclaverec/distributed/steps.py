@@ -39,6 +39,13 @@ class WorkerData:
         if len(self.positions) > 1 and not np.all(np.diff(self.positions) > 0):
             raise ConfigError("training positions must be unique and ascending")
 
+    @classmethod
+    def of(cls, examples: Examples, positions: np.ndarray) -> WorkerData:
+        """From rows in any order (e.g. a decrypted shard's training rows and their
+        positions): sorted by position."""
+        order = np.argsort(np.asarray(positions, np.int64), kind="stable")
+        return cls(examples.take(order), np.asarray(positions, np.int64)[order])
+
     def rows_of(self, batch: np.ndarray) -> np.ndarray:
         """Indices into ``examples`` of the rows of ``batch`` (training positions) that
         this worker holds, in the batch's order."""

@@ -206,7 +206,8 @@ class ShardServer:
 
     # --- pull -----------------------------------------------------------------------------
 
-    def _check_worker(self, caller: str) -> None:
+    def check_worker(self, caller: str) -> None:
+        """Refuse a caller that is not one of the job's workers."""
         if caller not in self.pushed:
             raise AggregationRefusedError(f"{caller} is not a worker of this job")
 
@@ -215,7 +216,7 @@ class ShardServer:
     ) -> PulledRows:
         """The rows ``tables`` asks for (local ids, ascending, unique) and, when ``dense``,
         the dense arrays, for computing step ``step``."""
-        self._check_worker(caller)
+        self.check_worker(caller)
         schedule = self.config.schedule
         if not 1 <= step <= schedule.total_steps:
             raise AggregationRefusedError(f"step {step} outside [1, {schedule.total_steps}]")
@@ -309,7 +310,7 @@ class ShardServer:
 
     def push(self, caller: str, gradients: Gradients) -> None:
         """Take ``caller``'s contribution to its step; apply the step when it completes."""
-        self._check_worker(caller)
+        self.check_worker(caller)
         update = self._check_gradients(caller, gradients)
         with self.lock:
             if self.failure is not None:

@@ -25,9 +25,10 @@ from enclaverec.errors import (
     AggregationRefusedError,
     BarrierTimeoutError,
     MalformedInputError,
+    MessageTooLargeError,
     StaleUpdateError,
 )
-from enclaverec.paramservice.service import Identify, abort_refused
+from enclaverec.paramservice.service import Identify, abort_refused, as_refusal
 from enclaverec.paramservice.shard import Gradients, PulledRows, ShardServer
 from enclaverec.paramservice.shards import ShardMap
 from enclaverec.transport import tensors
@@ -36,7 +37,12 @@ from enclaverec.transport.server import AttestedServer
 
 log = logging.getLogger(__name__)
 
-MAX_PUSH_BYTES = 256 << 20  # a step's gradients: rows of one batch plus the dense arrays
+# A step's pull or push is one message: a batch's rows plus the dense arrays (about
+# 2 MB at the kaggle shape). gRPC's default receive limit is 4 MiB; the shard's server and
+# its workers' channels take these options (SHARD_SERVER_OPTIONS, SHARD_CHANNEL_OPTIONS).
+MAX_STEP_MESSAGE_BYTES = 64 << 20
+SHARD_SERVER_OPTIONS = (("grpc.max_receive_message_length", MAX_STEP_MESSAGE_BYTES),)
+SHARD_CHANNEL_OPTIONS = (("grpc.max_receive_message_length", MAX_STEP_MESSAGE_BYTES),)
 MAX_WAIT_SECONDS = 30.0  # one AwaitStep call; the client loops up to its own deadline
 RPC_TIMEOUT_SECONDS = 120.0
 
@@ -98,7 +104,9 @@ def _decode_ids(message: shard_pb2.TableRows) -> np.ndarray:
 
 class ShardServicer(shard_pb2_grpc.ParameterShardServicer):
     """The gRPC face of a :class:`ShardServer`. ``on_refused`` hears who sent what was
-    refused, for which step (-1 when unreadable), and why (the role's audit log)."""
+    refused, for which step (-1 when unreadable), and why (the role's audit log).
+    ``model_readers``: peers other than the job's workers that may pull the whole shard
+    (e.g. the key broker, for validation and the final model)."""
 
     def __init__(
         self,
@@ -106,10 +114,12 @@ class ShardServicer(shard_pb2_grpc.ParameterShardServicer):
         identify: Identify,
         *,
         on_refused: Callable[[str, int, Exception], None] | None = None,
+        model_readers: frozenset[str] = frozenset(),
     ) -> None:
         self.server = server
         self.identify = identify
         self.on_refused = on_refused
+        self.model_readers = model_readers
 
     def _refuse(self, context: grpc.ServicerContext, caller: str, step: int, exc: Exception):
         log.warning("%s", exc)
@@ -129,21 +139,17 @@ class ShardServicer(shard_pb2_grpc.ParameterShardServicer):
                     raise MalformedInputError(f"{message.name}: asked twice")
                 tables[message.name] = _decode_ids(message)
             pulled = self.server.pull(caller, int(request.step), tables, bool(request.dense))
-        except (AggregationRefusedError, MalformedInputError) as exc:
-            self._refuse(context, caller, int(request.step), exc)
-        yield from tensors.to_chunks(encode_rows(pulled, self.server.layout))
+        except Exception as exc:  # noqa: BLE001 - every refusal gets a status and an audit event
+            self._refuse(context, caller, int(request.step), as_refusal(exc, f"a pull by {caller}"))
+        return encode_rows(pulled, self.server.layout)
 
-    def PushGradients(self, request_iterator, context):  # noqa: N802
+    def PushGradients(self, request, context):  # noqa: N802
         caller = self.identify(context)
-        step = -1
+        step = int(request.step)
         try:
-            payload = tensors.from_chunks(
-                request_iterator, shard_pb2.GradientPayload, max_bytes=MAX_PUSH_BYTES
-            )
-            step = int(payload.step)
-            self.server.push(caller, decode_gradients(payload))
-        except (AggregationRefusedError, MalformedInputError) as exc:
-            self._refuse(context, caller, step, exc)
+            self.server.push(caller, decode_gradients(request))
+        except Exception as exc:  # noqa: BLE001 - every refusal gets a status and an audit event
+            self._refuse(context, caller, step, as_refusal(exc, f"the gradients from {caller}"))
         return shard_pb2.PushGradientsReply(accepted=True)
 
     def AwaitStep(self, request, context):  # noqa: N802
@@ -152,6 +158,7 @@ class ShardServicer(shard_pb2_grpc.ParameterShardServicer):
         if not 0 <= wait <= MAX_WAIT_SECONDS:  # also refuses NaN
             wait = MAX_WAIT_SECONDS
         try:
+            self.server.check_worker(caller)
             reached = self.server.await_step(int(request.step), wait)
         except AggregationRefusedError as exc:
             self._refuse(context, caller, int(request.step), exc)
@@ -159,8 +166,9 @@ class ShardServicer(shard_pb2_grpc.ParameterShardServicer):
 
     def PullShard(self, request, context):  # noqa: N802
         caller = self.identify(context)
-        if caller not in self.server.pushed:
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{caller} is not a worker")
+        if caller not in self.server.pushed and caller not in self.model_readers:
+            refusal = AggregationRefusedError(f"{caller} may not read the model")
+            self._refuse(context, caller, -1, refusal)
         pulled = PulledRows(self.server.applied_step, self.server.incarnation, {}, {})
         arrays = self.server.snapshot()
         payload = shard_pb2.RowsPayload(
@@ -180,12 +188,16 @@ def serve_shard(
     shard: ShardServer,
     *,
     on_refused: Callable[[str, int, Exception], None] | None = None,
+    model_readers: frozenset[str] = frozenset(),
 ) -> ShardServicer:
     """Add ``shard``'s servicer to ``attested``'s application port (before its start):
     callers are who their mutual-TLS certificate from the job's CA says (or, in the
     ``--tee none`` baseline, who they declare)."""
     servicer = ShardServicer(
-        shard, lambda context: attested.peer_identity(context).party_id, on_refused=on_refused
+        shard,
+        lambda context: attested.peer_identity(context).party_id,
+        on_refused=on_refused,
+        model_readers=model_readers,
     )
     add_shard_servicer(attested.application_server, servicer)
     return servicer
@@ -198,6 +210,8 @@ def _refusal(exc: grpc.RpcError) -> Exception:
     """A refused RPC as the typed error the server raised (by status code)."""
     code = exc.code()
     details = exc.details() or str(code)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return MessageTooLargeError(details)
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return MalformedInputError(details)
     if code == grpc.StatusCode.ABORTED:
@@ -302,9 +316,7 @@ class ShardedClient:
 
             def rpc(channel: grpc.Channel) -> tuple[PulledRows, int]:
                 stub = shard_pb2_grpc.ParameterShardStub(channel)
-                payload = tensors.from_chunks(
-                    stub.PullRows(request, timeout=RPC_TIMEOUT_SECONDS), shard_pb2.RowsPayload
-                )
+                payload = stub.PullRows(request, timeout=RPC_TIMEOUT_SECONDS)
                 return decode_rows(payload), payload.ByteSize() + request.ByteSize()
 
             return self._rpc(shard, rpc)  # type: ignore[return-value]
@@ -372,7 +384,7 @@ class ShardedClient:
             self._rpc(
                 shard,
                 lambda channel: shard_pb2_grpc.ParameterShardStub(channel).PushGradients(
-                    tensors.to_chunks(payload), timeout=RPC_TIMEOUT_SECONDS
+                    payload, timeout=RPC_TIMEOUT_SECONDS
                 ),
             )
             return payload.ByteSize()

@@ -35,14 +35,14 @@ class ParameterShardStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.PullRows = channel.unary_stream(
+        self.PullRows = channel.unary_unary(
                 '/enclaverec.shard.ParameterShard/PullRows',
                 request_serializer=enclaverec_dot_transport_dot_proto_dot_shard__pb2.RowRequest.SerializeToString,
-                response_deserializer=enclaverec_dot_transport_dot_proto_dot_tensors__pb2.Chunk.FromString,
+                response_deserializer=enclaverec_dot_transport_dot_proto_dot_shard__pb2.RowsPayload.FromString,
                 _registered_method=True)
-        self.PushGradients = channel.stream_unary(
+        self.PushGradients = channel.unary_unary(
                 '/enclaverec.shard.ParameterShard/PushGradients',
-                request_serializer=enclaverec_dot_transport_dot_proto_dot_tensors__pb2.Chunk.SerializeToString,
+                request_serializer=enclaverec_dot_transport_dot_proto_dot_shard__pb2.GradientPayload.SerializeToString,
                 response_deserializer=enclaverec_dot_transport_dot_proto_dot_shard__pb2.PushGradientsReply.FromString,
                 _registered_method=True)
         self.AwaitStep = channel.unary_unary(
@@ -61,14 +61,14 @@ class ParameterShardServicer:
     """Missing associated documentation comment in .proto file."""
 
     def PullRows(self, request, context):
-        """A RowsPayload: the requested rows of this shard and, if asked, its dense arrays.
+        """The requested rows of this shard and, if asked, its dense arrays.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def PushGradients(self, request_iterator, context):
-        """A GradientPayload for one step.
+    def PushGradients(self, request, context):
+        """One worker's gradients for one step.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -91,14 +91,14 @@ class ParameterShardServicer:
 
 def add_ParameterShardServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'PullRows': grpc.unary_stream_rpc_method_handler(
+            'PullRows': grpc.unary_unary_rpc_method_handler(
                     servicer.PullRows,
                     request_deserializer=enclaverec_dot_transport_dot_proto_dot_shard__pb2.RowRequest.FromString,
-                    response_serializer=enclaverec_dot_transport_dot_proto_dot_tensors__pb2.Chunk.SerializeToString,
+                    response_serializer=enclaverec_dot_transport_dot_proto_dot_shard__pb2.RowsPayload.SerializeToString,
             ),
-            'PushGradients': grpc.stream_unary_rpc_method_handler(
+            'PushGradients': grpc.unary_unary_rpc_method_handler(
                     servicer.PushGradients,
-                    request_deserializer=enclaverec_dot_transport_dot_proto_dot_tensors__pb2.Chunk.FromString,
+                    request_deserializer=enclaverec_dot_transport_dot_proto_dot_shard__pb2.GradientPayload.FromString,
                     response_serializer=enclaverec_dot_transport_dot_proto_dot_shard__pb2.PushGradientsReply.SerializeToString,
             ),
             'AwaitStep': grpc.unary_unary_rpc_method_handler(
@@ -133,12 +133,12 @@ class ParameterShard:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_stream(
+        return grpc.experimental.unary_unary(
             request,
             target,
             '/enclaverec.shard.ParameterShard/PullRows',
             enclaverec_dot_transport_dot_proto_dot_shard__pb2.RowRequest.SerializeToString,
-            enclaverec_dot_transport_dot_proto_dot_tensors__pb2.Chunk.FromString,
+            enclaverec_dot_transport_dot_proto_dot_shard__pb2.RowsPayload.FromString,
             options,
             channel_credentials,
             insecure,
@@ -150,7 +150,7 @@ class ParameterShard:
             _registered_method=True)
 
     @staticmethod
-    def PushGradients(request_iterator,
+    def PushGradients(request,
             target,
             options=(),
             channel_credentials=None,
@@ -160,11 +160,11 @@ class ParameterShard:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.stream_unary(
-            request_iterator,
+        return grpc.experimental.unary_unary(
+            request,
             target,
             '/enclaverec.shard.ParameterShard/PushGradients',
-            enclaverec_dot_transport_dot_proto_dot_tensors__pb2.Chunk.SerializeToString,
+            enclaverec_dot_transport_dot_proto_dot_shard__pb2.GradientPayload.SerializeToString,
             enclaverec_dot_transport_dot_proto_dot_shard__pb2.PushGradientsReply.FromString,
             options,
             channel_credentials,

@@ -4,6 +4,8 @@ asynchronous mode with bounded staleness trains; timings and bytes are reported.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from steps_helpers import run_distributed, run_reference
@@ -150,3 +152,78 @@ def test_worker_data_refusals_and_lookup():
         shard_training_rows(train, 0)
     with pytest.raises(ConfigError, match="outside the schedule"):
         StepLoopConfig(StepSchedule(10, 4), first=2, last=9)
+
+
+def test_worker_data_of_sorts_rows_by_position():
+    train = examples(6)
+    data = WorkerData.of(train.take(np.array([4, 0, 2])), np.array([40, 0, 20]))
+    assert data.positions.tolist() == [0, 20, 40]
+    assert data.examples.row_ids.tolist() == [0, 2, 4]
+
+
+def test_a_restarted_shard_resumes_from_its_sealed_checkpoint_and_the_run_replays(tmp_path):
+    import os
+
+    from enclaverec.distributed.loopback import LoopbackShards
+    from enclaverec.distributed.steps import run_worker_steps
+    from enclaverec.paramservice.shard import (
+        ShardConfig,
+        ShardServer,
+        resume_sealed,
+        sealed_checkpointer,
+    )
+    from enclaverec.paramservice.shards import ShardMap
+
+    train, initial, layout = setup()
+    schedule = StepSchedule(train_rows=len(train), batch_size=16, seed=2, epochs=2)
+    kind = ServerOptimizerKind.ADAGRAD
+    uninterrupted, _ = run_distributed(
+        train,
+        initial,
+        layout,
+        lambda: LogisticRegressionGradients(SPEC),
+        schedule,
+        workers=2,
+        shards=1,
+        optimizer=kind,
+        learning_rate=0.3,
+    )
+    names = ("worker-0", "worker-1")
+    config = ShardConfig(0, ShardMap(), names, kind, 0.3, schedule, checkpoint_every=4)
+    key, path = os.urandom(32), tmp_path / "shard-0.sealed"
+    data = shard_training_rows(train, 2)
+
+    def run(server, first, last):
+        with LoopbackShards([server]) as shards:
+            clients = [shards.client(name, layout) for name in names]
+            threads = [
+                threading.Thread(
+                    target=run_worker_steps,
+                    args=(
+                        clients[w],
+                        LogisticRegressionGradients(SPEC),
+                        data[w],
+                        StepLoopConfig(
+                            schedule, first=first, last=last, barrier_deadline_seconds=30
+                        ),
+                    ),
+                )
+                for w in range(2)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            model, _ = clients[0].pull_model()
+            for client in clients:
+                client.close()
+        return model
+
+    first = ShardServer(config, layout, initial, checkpointer=sealed_checkpointer(path, key))
+    run(first, 1, 6)  # checkpoint sealed after step 4; steps 5 and 6 are lost with it
+    assert first.applied_step == 6 and first.checkpoints == 1
+    restarted = ShardServer(config, layout, initial, checkpointer=sealed_checkpointer(path, key))
+    assert resume_sealed(restarted, path, key) and restarted.applied_step == 4
+    model = run(restarted, 5, schedule.total_steps)
+    for name, value in uninterrupted.items():
+        np.testing.assert_allclose(model[name], value, rtol=0, atol=1e-7, err_msg=name)

@@ -46,6 +46,12 @@ def test_one_step_equals_the_trainer_step(spec, config, optimizer):
         tuple(TableBatch(n, u, inv, initial[n][u]) for n, (u, inv) in ids.items()),
     )
     result = gradients.gradients(batch)
+    # The worker holds the MLPs' weights and nothing else: no table, no optimizer slot.
+    held = [*gradients.dense_arch.weights, *gradients.over_arch.weights]
+    assert sum(int(np.prod(w.shape)) for w in held) == sum(
+        initial[name].size for name in layout.dense_names
+    )
+    assert not gradients.interaction_arch.weights
     assert set(result.tables) == set(layout.table_names)
     for name, rows in result.tables.items():
         assert np.array_equal(rows.row_ids, ids[name][0])  # only the rows the batch used

@@ -314,3 +314,49 @@ def test_checkpoints_are_sealed_and_resume_bit_for_bit(tmp_path):
     with pytest.raises(IntegrityError):
         resume_sealed(fresh, path, key)
     assert not resume_sealed(fresh, tmp_path / "none.sealed", key)
+
+
+def test_only_workers_and_named_readers_pull_the_whole_model_or_wait():
+    servers = shard_servers(configs(2), layout(), model())
+    refusals = []
+    with LoopbackShards(
+        servers,
+        model_readers=frozenset({"keybroker"}),
+        other_peers=("mallory",),
+        on_refused=lambda caller, step, exc: refusals.append(caller),
+    ) as shards:
+        reader = shards.client("keybroker", layout())
+        whole, step = reader.pull_model()
+        assert step == 0
+        for name, value in model().items():
+            np.testing.assert_array_equal(whole[name], value)
+        mallory = shards.client("mallory", layout())
+        with pytest.raises(AggregationRefusedError, match="mallory may not read the model"):
+            mallory.pull_model()
+        with pytest.raises(AggregationRefusedError, match="mallory is not a worker"):
+            mallory.await_step(1, 1)
+        with pytest.raises(AggregationRefusedError, match="keybroker is not a worker"):
+            reader.pull(1, {})
+        reader.close()
+        mallory.close()
+    assert "mallory" in refusals and "keybroker" in refusals
+
+
+def test_an_undecodable_push_is_refused_as_malformed():
+    from enclaverec.transport.proto import shard_pb2, shard_pb2_grpc, tensors_pb2
+
+    servers = shard_servers(configs(1), layout(), model())
+    refusals = []
+    with LoopbackShards(servers, on_refused=lambda c, s, e: refusals.append((c, s, e))) as shards:
+        client = shards.client("worker-0", layout())
+        forged = shard_pb2.GradientPayload(step=1, rows=4, loss_sum=1.0, pulled_step=0)
+        forged.gradients.dense.append(
+            tensors_pb2.Tensor(name="w", dtype="float32", shape=[3], data=b"\0" * 11)
+        )
+        with pytest.raises(MalformedInputError, match="11 bytes, expected 12"):
+            client._rpc(
+                0, lambda channel: shard_pb2_grpc.ParameterShardStub(channel).PushGradients(forged)
+            )
+        client.close()
+    assert refusals and refusals[0][:2] == ("worker-0", 1)
+    assert servers[0].pending == {}
