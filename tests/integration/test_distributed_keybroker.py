@@ -13,9 +13,9 @@ from distributed_helpers import make_job, owner, running_keybroker
 from enclaverec.distributed.config import WorkerConfig
 from enclaverec.distributed.keybroker import AUDIT_FILE, STATE_FILE
 from enclaverec.distributed.members import keybroker_session
-from enclaverec.distributed.roles import make_keybroker
 from enclaverec.distributed.worker import join_job, release_key
 from enclaverec.errors import EnrollmentRefusedError, IntegrityError, RequestRefusedError
+from enclaverec.roles.keybroker import make_keybroker
 
 
 @pytest.fixture(scope="module")
