@@ -42,6 +42,12 @@ class RoleSpec:
     in_enclave: bool = True
 
     @property
+    def runnable(self) -> bool:
+        """Whether the entry is a role entry module (``main``, its own flags): a Gramine
+        manifest can only start such an entry."""
+        return self.entry.startswith("enclaverec.roles.")
+
+    @property
     def argv(self) -> tuple[str, ...]:
         """The role's fixed argv (the manifest's ``loader.argv``); flags that do not change
         measured behaviour (address, port, log level, sealed-state directory) are not part

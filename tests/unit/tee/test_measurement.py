@@ -97,7 +97,7 @@ def test_an_unimported_file_is_not_measured_until_the_closure_imports_it(package
 
 def test_aggregator_unchanged_by_cli_help_text_or_gramine_tooling(package_copy):
     before = mrenclave(measured_inputs("aggregator", CONFIG, root=package_copy))
-    for tool in ("cli/commands/federated.py", "cli/commands/gramine.py", "tee/fake_device.py"):
+    for tool in ("cli/commands/federated.py", "cli/commands/gramine.py", "tools/fake_device.py"):
         path = package_copy / tool
         text = path.read_text()
         assert "help=" in text or tool.endswith("fake_device.py")
