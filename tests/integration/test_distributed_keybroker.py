@@ -63,7 +63,7 @@ def _session(config: WorkerConfig, member: str, **backend_options):
         isv_prod_id=ROLE_ISV_PROD_IDS["worker"],
     )
     if backend_options.get("debug"):
-        from enclaverec.tee.simulated import SimulatedBackend
+        from enclaverec.tee.simulated_backend import SimulatedBackend
 
         backend = SimulatedBackend(
             backend.pki, backend.measurement(), isv_prod_id=ROLE_ISV_PROD_IDS["worker"], debug=True

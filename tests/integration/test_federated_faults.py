@@ -43,8 +43,8 @@ from enclaverec.federated.checkpoint import SEALING_LABEL as CHECKPOINT_LABEL
 from enclaverec.federated.config import PartyConfig
 from enclaverec.tee.sealed_keys import SEALING_LABEL as KEYS_LABEL
 from enclaverec.tee.sealing import unseal_file
-from enclaverec.tee.simulated import SimulatedBackend
-from enclaverec.tee.simulation import KEYS_DIR, SEALING_KEY_FILE, SimulationPKI
+from enclaverec.tee.simulated_backend import SimulatedBackend
+from enclaverec.tee.simulation_pki import KEYS_DIR, SEALING_KEY_FILE, SimulationPKI
 
 pytestmark = pytest.mark.multiprocess
 

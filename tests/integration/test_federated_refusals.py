@@ -43,8 +43,8 @@ from enclaverec.roles.party import (
 )
 from enclaverec.tee.measurement import ROLE_ISV_PROD_IDS, measured_inputs
 from enclaverec.tee.role_setup import verifier_context
-from enclaverec.tee.simulated import SimulatedBackend
-from enclaverec.tee.simulation import SimulationPKI
+from enclaverec.tee.simulated_backend import SimulatedBackend
+from enclaverec.tee.simulation_pki import SimulationPKI
 from enclaverec.transport.endpoints import ServerEndpoints
 from enclaverec.transport.enrollment import EnrollmentCredentials
 from enclaverec.transport.session import ClientSession
