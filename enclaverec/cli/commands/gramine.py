@@ -22,7 +22,7 @@ directory.
 
 The manifest fixes argv and environment, lists every file the role loads as a trusted file
 with its SHA-256 (the interpreter, the standard library, the installed distributions the
-role uses, shared libraries, the measured package files), and sets
+role uses, shared libraries, the role's closure of package files), and sets
 sgx.remote_attestation = "dcap", sgx.enclave_size and sgx.max_threads; it has no insecure__
 option and takes nothing from the host. Run it on the SGX server, in the environment the
 enclave will run: every path in the manifest is part of the real MRENCLAVE.
