@@ -15,7 +15,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,7 +26,9 @@ from enclaverec.errors import EnclaveRecError, TrainingError
 from enclaverec.federated.aggregator import AUDIT_FILE, SUMMARY_FILE
 from enclaverec.federated.config import FederatedPlan
 from enclaverec.federated.setup import FederationFiles, init_federation
+from enclaverec.tee.bytecode import source_only_command
 from enclaverec.tee.kinds import TEEKind
+from enclaverec.tee.roles import ROLE_SPECS
 from enclaverec.transport.endpoints import free_ports as free_ports  # shared home
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,9 @@ def _failure(name: str, code: int | None, logs: Path) -> str:
     return f"{name} (exit {code}" + (f": {cause}" if cause else "") + f"; log: {log_path})"
 
 
-def _role_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "enclaverec.cli.main", *args]
+def _role_command(role: str, *args: str) -> list[str]:
+    """The role's entry, from its sources only (what ``enclaverec federated ROLE`` execs)."""
+    return source_only_command(ROLE_SPECS[role].entry, args)
 
 
 def _wait_for_port(port: int, process: subprocess.Popen[bytes], *, timeout: float) -> None:
@@ -156,7 +158,6 @@ def run_simulation(
         spawn(
             "aggregator",
             _role_command(
-                "federated",
                 "aggregator",
                 "--config",
                 str(files.federation_toml),
@@ -175,7 +176,6 @@ def run_simulation(
             spawn(
                 config.parent.name,
                 _role_command(
-                    "federated",
                     "party",
                     "--config",
                     str(config),

@@ -65,7 +65,8 @@ def integer(name: str, value: str, *, minimum: int) -> int:
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(),
-        format="%(levelname)s %(name)s: %(message)s",
+        # The layout of the CLI's rich handler (level column, then "logger: message").
+        format="%(levelname)-8s %(name)s: %(message)s",
         stream=sys.stderr,
         force=True,
     )

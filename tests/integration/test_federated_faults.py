@@ -77,10 +77,17 @@ class KilledRun:
 
 
 def role_name(argv: list[str]) -> str | None:
-    """``aggregator`` or the party's id, once the child has exec'd its role command."""
-    if "federated" not in argv:
+    """``aggregator`` or the party's id, once the child runs its role's entry module (``-m
+    enclaverec.roles.ROLE``) or its CLI command."""
+    if "-m" in argv and argv[argv.index("-m") + 1 :][:1] in (
+        ["enclaverec.roles.aggregator"],
+        ["enclaverec.roles.party"],
+    ):
+        command = [argv[argv.index("-m") + 1].rpartition(".")[2], *argv[argv.index("-m") + 2 :]]
+    elif "federated" in argv:
+        command = argv[argv.index("federated") + 1 :]
+    else:
         return None
-    command = argv[argv.index("federated") + 1 :]
     if command[:1] == ["aggregator"]:
         return "aggregator"
     if command[:1] == ["party"] and "--config" in command:
