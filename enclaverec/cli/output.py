@@ -35,26 +35,37 @@ from enclaverec.errors import (
     UsageError,
     VerificationError,
 )
+from enclaverec.terminal import make_console
 from enclaverec.training import EvalRecord, TrainingObserver
 
 
 @lru_cache(maxsize=1)
 def stderr_console() -> Console:
-    return Console(stderr=True)
+    return make_console(stderr=True)
 
 
 @lru_cache(maxsize=1)
 def stdout_console() -> Console:
-    return Console()
+    return make_console(stderr=False)
+
+
+LOG_FORMAT = "%(levelname)-8s %(name)s: %(message)s"
+"""A log line off a terminal: the level as rich shows it on one, the logger, the message."""
 
 
 def configure_logging(level: str) -> None:
-    handler = RichHandler(
-        console=stderr_console(), show_path=False, show_time=False, rich_tracebacks=False
-    )
-    logging.basicConfig(
-        level=level.upper(), format="%(name)s: %(message)s", handlers=[handler], force=True
-    )
+    """Logs on stderr: rich's handler on a terminal; elsewhere (a pipe, a log file of
+    `simulate`) plain whole lines, since rich's handler pads and wraps to a width."""
+    handler: logging.Handler
+    if stderr_console().is_terminal:
+        handler = RichHandler(
+            console=stderr_console(), show_path=False, show_time=False, rich_tracebacks=False
+        )
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     # Third-party chatter stays at warning unless debugging.
     if level != "debug":
         for noisy in ("matplotlib", "PIL", "absl", "h5py", "grpc"):
@@ -110,7 +121,11 @@ class ConsoleEvents:
         stderr_console().print(text, markup=False)
 
     def section(self, title: str) -> None:
-        stderr_console().rule(title)
+        console = stderr_console()
+        if console.is_terminal:
+            console.rule(title)
+        else:  # a rule fills the width, which off a terminal is not a screen's
+            console.print(f"── {title} ──", markup=False)
 
     @contextmanager
     def training(self) -> Iterator[TrainingObserver]:
