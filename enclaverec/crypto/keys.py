@@ -54,7 +54,7 @@ def save_key_pair(
     """
     path = Path(path)
     public_path = path.with_name(path.name + PUBLIC_SUFFIX)
-    if path.is_dir() or str(path).endswith("/"):
+    if path.is_dir():
         raise UsageError(f"{path} is a folder; give a file name for the private key")
     for existing in (path, public_path):
         if existing.exists():
