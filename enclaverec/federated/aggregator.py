@@ -92,12 +92,24 @@ MAX_WAITING_PER_PARTY = 2
 asks again only after an answer or an error); two leave room for a retry racing the end
 of a dropped call. More would let one member hold the server's call slots."""
 RECHECK_SECONDS = 1.0
-"""A waiting party is looked at again at least this often, so that it counts as seen."""
+"""The shortest interval at which a waiting party is looked at again, so that it counts
+as seen (see :func:`recheck_seconds`)."""
+RECHECKS_PER_DEADLINE = 4
 LOCK_RETRY_SECONDS = 0.02
 """How soon a task request looks again at state the driver is busy with."""
 # The wait for parties to receive the best model grows with its size: at least this rate
 # (a slow link, a loaded machine) must suffice. A 166 MB kaggle model gets 60 + 166 s.
 FINISH_BYTES_PER_SECOND = 1 << 20
+
+
+def recheck_seconds(deadline_seconds: float) -> float:
+    """How often a waiting task request looks at the round again. It only has to keep its
+    party "recently seen" (within one phase deadline, ``RoundCoordinator.recently_seen``);
+    a change of phase wakes it at once anyway. A fixed second cost 256 wake-ups a second
+    at 256 parties (issue 12's profile: a sixth of the event loop's time); a quarter of
+    the deadline (600 s by default, so in practice the poll's own end) costs almost none.
+    """
+    return max(RECHECK_SECONDS, deadline_seconds / RECHECKS_PER_DEADLINE)
 
 
 def finish_grace_seconds(model_bytes: int) -> float:
@@ -160,6 +172,7 @@ class FederatedAggregator:
         # wakes threads: the driver, and nothing else waits on it for long).
         self._changed = ChangeSignal()
         self._waiting: dict[str, int] = {}
+        self._recheck = recheck_seconds(self.plan.selection.deadline_seconds)
         # The model travels through the parameter service; pushed updates land in this
         # round's replies (under the same lock).
         self.params = ParameterService(
@@ -294,7 +307,7 @@ class FederatedAggregator:
                 remaining = deadline - loop.time()
                 if task.kind is not TaskKind.WAIT or remaining <= 0 or self._failed:
                     return task, version
-                await self._changed.wait(seen, min(remaining, RECHECK_SECONDS))
+                await self._changed.wait(seen, min(remaining, self._recheck))
         finally:
             self._waiting[party] -= 1
             if not self._waiting[party]:
@@ -647,10 +660,13 @@ class AggregatorServicer(federated_pb2_grpc.AggregatorServicer):
 
     def __init__(self, aggregator: FederatedAggregator) -> None:
         self.aggregator = aggregator
+        self._plan = plan_message(aggregator.config, aggregator.layout).SerializeToString()
 
     def GetPlan(self, request, context):  # noqa: N802 - gRPC's naming
         self.aggregator.peer(context)
-        return plan_message(self.aggregator.config, self.aggregator.layout)
+        # Made once (canonicalising the plan took ~7 ms per party); each caller gets its
+        # own parsed copy, so no message is shared between threads.
+        return federated_pb2.Plan.FromString(self._plan)
 
     async def GetTask(self, request, context):  # noqa: N802
         # A long-poll: it waits on the server's event loop, holding no thread
