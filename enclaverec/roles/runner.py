@@ -12,12 +12,16 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from enclaverec.errors import ConfigError, EnclaveRecError, VerificationError
+from enclaverec.errors import ConfigError, EnclaveRecError, PathError, VerificationError
 from enclaverec.tee.bytecode import require_source_only
 
 log = logging.getLogger("enclaverec")
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+
+LOG_FORMAT = "%(levelname)-8s %(name)s: %(message)s"
+"""Whole log lines (level column, then ``logger: message``): the roles' format, and the
+CLI's off a terminal."""
 
 ArgumentAdder = Callable[[argparse.ArgumentParser], None]
 
@@ -65,8 +69,7 @@ def integer(name: str, value: str, *, minimum: int) -> int:
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(),
-        # The layout of the CLI's rich handler (level column, then "logger: message").
-        format="%(levelname)-8s %(name)s: %(message)s",
+        format=LOG_FORMAT,
         stream=sys.stderr,
         force=True,
     )
@@ -95,16 +98,27 @@ def run(
         if args.log_level == "debug":
             log.exception("traceback")
         return exc.exit_code
+    except OSError as exc:
+        if not PathError.is_path_error(exc):
+            return _internal_error(exc, args.log_level)
+        # A path problem nothing named itself: the same one line as the CLI prints.
+        error = PathError.from_os_error(exc)
+        print(f"enclaverec: error: {error}", file=sys.stderr, flush=True)
+        return error.exit_code
     except KeyboardInterrupt:
         print("enclaverec: interrupted", file=sys.stderr, flush=True)
         return 130
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, exit 1
-        print(
-            f"enclaverec: internal error: {type(exc).__name__}: {exc} "
-            "(run with --log-level debug for the traceback)",
-            file=sys.stderr,
-            flush=True,
-        )
-        if args.log_level == "debug":
-            log.exception("traceback")
-        return 1
+        return _internal_error(exc, args.log_level)
+
+
+def _internal_error(exc: BaseException, log_level: str) -> int:
+    print(
+        f"enclaverec: internal error: {type(exc).__name__}: {exc} "
+        "(run with --log-level debug for the traceback)",
+        file=sys.stderr,
+        flush=True,
+    )
+    if log_level == "debug":
+        log.exception("traceback")
+    return 1
