@@ -10,6 +10,8 @@ from __future__ import annotations
 import errno
 import json
 import pathlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -336,9 +338,15 @@ def test_config_without_its_format_key_names_the_key(table, site, run_cli):
         config, command = site / "fed" / "federation.toml", "aggregator"
     lines = config.read_text().splitlines()
     config.write_text("\n".join(line for line in lines if not line.startswith("format")) + "\n")
-    code, _, err = run_cli("federated", command, "--config", config)
-    assert code == 2
-    line = error_line(err)
+    # A role command replaces its process with the role's entry: run it as a process.
+    role = subprocess.run(
+        [sys.executable, "-m", "enclaverec.cli.main", "federated", command, "--config", config],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert role.returncode == 2, role.stderr
+    line = error_line(role.stderr)
     assert f"[{table}]: missing key format (expected format = 1)" in line
     assert "None" not in line
 
