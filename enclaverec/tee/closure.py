@@ -22,12 +22,17 @@ finds their files).
 from __future__ import annotations
 
 import ast
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
 from enclaverec.errors import UsageError
 
 PACKAGE = "enclaverec"
+
+_PARSE_LOCK = threading.Lock()
+"""CPython 3.11 can fail ``ast.parse`` run in two threads at once ("AST constructor
+recursion depth mismatch", gh-106905); roles measure themselves while servers run."""
 
 
 def module_file(name: str, root: Path) -> Path | None:
@@ -85,7 +90,9 @@ def _parents(name: str) -> list[str]:
 def imported_modules(name: str, path: Path, root: Path) -> set[str]:
     """The package modules that module ``name`` (source ``path``) imports."""
     try:
-        tree = ast.parse(path.read_bytes(), filename=str(path))
+        source = path.read_bytes()
+        with _PARSE_LOCK:
+            tree = ast.parse(source, filename=str(path))
     except SyntaxError as exc:
         raise UsageError(f"{path} does not parse: {exc}") from exc
     is_package = path.name == "__init__.py"
