@@ -56,6 +56,7 @@ def logreg_plan(
         dataset=data.name,
         features=data.spec,
         seed=SEED,
+        train_rows=len(data.train),
         epochs=epochs,
         batch_size=64,
         learning_rate=0.5,

@@ -74,6 +74,7 @@ def plan_from_flags(args: argparse.Namespace, manifest: Any, workers: int, param
         dataset=manifest.dataset,
         features=manifest.spec,
         seed=manifest.seed,
+        train_rows=train_rows,
         epochs=parse_integer("epochs", args.epochs or epochs, minimum=1),
         batch_size=parse_integer("batch-size", args.batch_size or batch, minimum=1),
         learning_rate=parse_positive_float("lr", args.lr or lr),
@@ -211,6 +212,35 @@ def _keybroker(args: argparse.Namespace) -> int:
     finally:
         broker.stop(2.0)
     stdout_console().print(f"job {config.name}: result fetched by the owner", markup=False)
+    return 0
+
+
+def _paramserver(args: argparse.Namespace) -> int:
+    from enclaverec.distributed.paramserver import run_paramserver
+
+    result = run_paramserver(
+        parse_path("config", args.config),
+        state_dir=Path(args.state_dir) if args.state_dir else None,
+        listen_host=args.listen,
+    )
+    stdout_console().print(
+        f"{result.paramserver_id}: {result.applied_step} steps applied, shard of the best "
+        f"epoch ({result.best_epoch}) sent to the key broker, {result.checkpoints} sealed "
+        "checkpoint(s)"
+        + (f"; resumed at step {result.resumed_from_step}" if result.resumed_from_step else ""),
+        markup=False,
+    )
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from enclaverec.distributed.worker import run_worker
+
+    threads = parse_integer("threads", args.threads, minimum=1) if args.threads else None
+    result = run_worker(parse_path("config", args.config), threads=threads)
+    # One machine-readable line (timings and byte counts only: no data, no weight) that
+    # `distributed simulate` and `bench distributed` read from the role's log.
+    stdout_console().print(f"worker result: {json.dumps(result.to_dict())}", markup=False)
     return 0
 
 
@@ -375,6 +405,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     keybroker.add_argument("--config", required=True, metavar="FILE", help="job.toml")
     keybroker.add_argument("--listen", metavar="HOST", help="listen address (default: the file's)")
     keybroker.add_argument("--state-dir", metavar="DIR", help="sealed state (default: keybroker/)")
+
+    paramserver = add_command(
+        sub,
+        "paramserver",
+        help="run a parameter server (measured configuration: paramserver.toml)",
+        handler=_paramserver,
+    )
+    paramserver.add_argument("--config", required=True, metavar="FILE", help="paramserver.toml")
+    paramserver.add_argument(
+        "--listen", metavar="HOST", help="listen address (default: the file's)"
+    )
+    paramserver.add_argument(
+        "--state-dir", metavar="DIR", help="sealed keys and checkpoints (default: state/ beside it)"
+    )
+    worker = add_command(
+        sub,
+        "worker",
+        help="run a worker (measured configuration: worker.toml); its shard is decrypted in "
+        "memory only",
+        handler=_worker,
+    )
+    worker.add_argument("--config", required=True, metavar="FILE", help="worker.toml")
+    worker.add_argument(
+        "--threads", metavar="N", help="TensorFlow intra-op threads (default: all cores)"
+    )
 
     for name, handler, text in (
         ("submit", _submit, "attest the key broker and send it the job's data key (owner)"),
