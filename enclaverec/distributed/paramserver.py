@@ -329,7 +329,7 @@ def run_paramserver(
     *,
     state_dir: Path | None = None,
     listen_host: str | None = None,
-    linger_seconds: float = 5.0,
+    linger_seconds: float = 0.5,
 ) -> ParamServerResult:
     """The role's entry: start, serve the job to its end, stop. ``linger_seconds``: keep
     serving that long after the model was sent (workers may still read the last state)."""

@@ -152,6 +152,8 @@ class WorkerResult:
     pulled_bytes: int
     pushed_bytes: int
     median_seconds: Mapping[str, float]
+    setup_seconds: float
+    """From the role's start to its first step: join, attest, decrypt, build the model."""
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -163,6 +165,7 @@ class WorkerResult:
             "pulled_bytes": self.pulled_bytes,
             "pushed_bytes": self.pushed_bytes,
             "median_seconds": dict(self.median_seconds),
+            "setup_seconds": self.setup_seconds,
         }
 
 
@@ -215,6 +218,22 @@ def paramserver_sessions(setup: WorkerSetup, *, attestation_dir: Path | None = N
     return sessions
 
 
+def _open_when_up(session, wait_seconds: float) -> None:
+    """Open ``session``, retrying while its server is not up yet (servers and workers
+    start in any order); a refusal is raised at once."""
+    from enclaverec.errors import TransportError
+
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            session.open()
+            return
+        except TransportError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.25)
+
+
 def gradient_trainer(plan, *, threads: int | None = None):
     """The plan's step trainer: the numpy logistic regression, or the TensorFlow DLRM's
     sparse gradients (TensorFlow imported only then, with ``threads`` intra-op threads)."""
@@ -250,13 +269,14 @@ def run_worker(
     from enclaverec.distributed.steps import StepLoopConfig, WorkerData, run_worker_steps
     from enclaverec.paramservice.shard_rpc import ShardedClient
 
+    began = time.perf_counter()
     setup = join_job(config_path, attestation_dir=attestation_dir)
     config, shard, plan = setup.config, setup.shard, setup.config.plan
     sessions: list = []
     try:
         sessions = paramserver_sessions(setup, attestation_dir=attestation_dir)
         for session in sessions:
-            session.open()
+            _open_when_up(session, plan.worker_deadline_seconds)
         trainer = gradient_trainer(plan, threads=threads)
         _, layout = plan.initial_model()
         schedule = plan.schedule()
@@ -271,6 +291,7 @@ def run_worker(
         if not 0 <= applied <= schedule.total_steps:
             raise IntegrityError(f"a parameter server reports step {applied}, outside the plan")
         first_step = applied + 1
+        setup_seconds = time.perf_counter() - began
         timings = []
         epoch = max(1, -(-applied // per_epoch))
         epochs_done = 0
@@ -333,6 +354,7 @@ def run_worker(
                 else 0.0
                 for phase in (*phases, "total_seconds")
             },
+            setup_seconds=setup_seconds,
         )
     finally:
         for session in sessions:
