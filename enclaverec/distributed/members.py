@@ -87,8 +87,16 @@ def call_keybroker(
         time.sleep(RETRY_SECONDS)
 
 
-def next_directive(session: Session, epoch: int, *, deadline_seconds: float) -> tuple[bool, int]:
-    """After ``epoch``: (continue?, best epoch so far), waiting while the epoch is open."""
+def next_directive(
+    session: Session,
+    epoch: int,
+    *,
+    deadline_seconds: float,
+    on_wait: Callable[[], None] | None = None,
+) -> tuple[bool, int]:
+    """After ``epoch``: (continue?, best epoch so far), waiting while the epoch is open
+    (``on_wait`` after each long poll that ended without a decision) and while the key
+    broker is unreachable (restarting)."""
     deadline = time.monotonic() + deadline_seconds
     while True:
         reply = call_keybroker(
@@ -98,6 +106,7 @@ def next_directive(session: Session, epoch: int, *, deadline_seconds: float) -> 
                 timeout=DIRECTIVE_POLL_SECONDS + 30,
             ),
             "the next directive",
+            wait_while_not_ready=max(0.0, deadline - time.monotonic()),
         )
         if reply.kind == keybroker_pb2.CONTINUE:
             return True, reply.best_epoch
@@ -105,3 +114,5 @@ def next_directive(session: Session, epoch: int, *, deadline_seconds: float) -> 
             return False, reply.best_epoch
         if time.monotonic() > deadline:
             raise TrainingError(f"epoch {epoch} did not close within {deadline_seconds:.0f} s")
+        if on_wait is not None:
+            on_wait()

@@ -13,18 +13,27 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import numpy as np
 
 from enclaverec.data import encrypted
 from enclaverec.data.shards import WorkerShard, load_shard
 from enclaverec.distributed.config import WorkerConfig
 from enclaverec.distributed.members import call_keybroker, keybroker_session, next_directive
-from enclaverec.errors import IntegrityError
+from enclaverec.errors import (
+    BarrierTimeoutError,
+    IntegrityError,
+    StaleUpdateError,
+    TransportError,
+)
 from enclaverec.transport import tensors
 from enclaverec.transport.proto import keybroker_pb2, keybroker_pb2_grpc
 from enclaverec.transport.session import Session
 
 log = logging.getLogger(__name__)
+
+MAX_RECOVERIES = 5
+"""Parameter-server restarts a worker rides through before it gives up."""
 
 __all__ = ["WorkerSetup", "join_job", "next_directive", "release_key", "submit_evaluation"]
 
@@ -111,6 +120,7 @@ def submit_evaluation(
     test: tuple[np.ndarray, np.ndarray, np.ndarray],
     bytes_pushed: int = 0,
     bytes_pulled: int = 0,
+    wait_seconds: float = 0.0,
 ) -> None:
     """Send this worker's scores on its validation rows (scores, labels) and test rows
     (scores, labels, row ids) for the model after ``epoch``."""
@@ -133,6 +143,7 @@ def submit_evaluation(
             tensors.to_chunks(payload), timeout=120
         ),
         "the evaluation",
+        wait_while_not_ready=wait_seconds,
     )
 
 
@@ -221,8 +232,6 @@ def paramserver_sessions(setup: WorkerSetup, *, attestation_dir: Path | None = N
 def _open_when_up(session, wait_seconds: float) -> None:
     """Open ``session``, retrying while its server is not up yet (servers and workers
     start in any order); a refusal is raised at once."""
-    from enclaverec.errors import TransportError
-
     deadline = time.monotonic() + wait_seconds
     while True:
         try:
@@ -232,6 +241,18 @@ def _open_when_up(session, wait_seconds: float) -> None:
             if time.monotonic() >= deadline:
                 raise
             time.sleep(0.25)
+
+
+def _applied_when_up(client, wait_seconds: float) -> int:
+    """The last step every shard applied, once every shard answers again."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            return client.applied_step()
+        except (TransportError, grpc.RpcError):
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
 
 
 def gradient_trainer(plan, *, threads: int | None = None):
@@ -295,41 +316,63 @@ def run_worker(
         timings = []
         epoch = max(1, -(-applied // per_epoch))
         epochs_done = 0
+        recoveries = 0
         while True:
             last = epoch * per_epoch
             first = max(applied + 1, (epoch - 1) * per_epoch + 1)
             pulled, pushed = client.traffic.pulled, client.traffic.pushed
             started = time.perf_counter()
             rows = 0
-            if first <= last:
-                run = run_worker_steps(
-                    client,
-                    trainer,
-                    data,
-                    StepLoopConfig(schedule, first, last, barrier_deadline_seconds=deadline),
-                )
-                timings.extend(run.timings)
-                rows = run.rows
-            train_seconds = time.perf_counter() - started
-            # The model after the epoch: every worker's last step applied (async: pushed).
-            client.await_step(last + staleness, deadline)
-            arrays, _ = client.pull_model()
+            try:
+                if first <= last:
+                    run = run_worker_steps(
+                        client,
+                        trainer,
+                        data,
+                        StepLoopConfig(schedule, first, last, barrier_deadline_seconds=deadline),
+                    )
+                    timings.extend(run.timings)
+                    rows = run.rows
+                train_seconds = time.perf_counter() - started
+                # The model after the epoch: every worker's last step applied (async: pushed).
+                client.await_step(last + staleness, deadline)
+                arrays, _ = client.pull_model()
+            except BarrierTimeoutError:
+                raise  # a worker is missing: the job fails (docs/decisions.md)
+            except (TransportError, StaleUpdateError, grpc.RpcError) as exc:
+                # A parameter server restarted (from its sealed checkpoint) or is
+                # restarting: wait for it, then replay from the step after its checkpoint.
+                recoveries += 1
+                if recoveries > MAX_RECOVERIES:
+                    raise
+                log.warning("%s: %s; waiting for the parameter servers", config.worker_id, exc)
+                applied = _applied_when_up(client, deadline)
+                epoch = max(1, -(-applied // per_epoch))
+                continue
             validation = trainer.predict(arrays, shard.validation)
             test = trainer.predict(arrays, shard.test)
             del arrays
-            submit_evaluation(
-                setup.session,
-                epoch=epoch,
-                steps=last,
-                train_seconds=train_seconds,
-                train_samples=rows,
-                validation=(validation, shard.validation.labels),
-                test=(test, shard.test.labels, shard.test.row_ids),
-                bytes_pushed=client.traffic.pushed - pushed,
-                bytes_pulled=client.traffic.pulled - pulled,
-            )
+            evaluation = {
+                "epoch": epoch,
+                "steps": last,
+                "train_seconds": train_seconds,
+                "train_samples": rows,
+                "validation": (validation, shard.validation.labels),
+                "test": (test, shard.test.labels, shard.test.row_ids),
+                "bytes_pushed": client.traffic.pushed - pushed,
+                "bytes_pulled": client.traffic.pulled - pulled,
+            }
+            submit_evaluation(setup.session, wait_seconds=deadline, **evaluation)
             epochs_done += 1
-            go_on, best = next_directive(setup.session, epoch, deadline_seconds=deadline * 4)
+            go_on, best = next_directive(
+                setup.session,
+                epoch,
+                deadline_seconds=deadline * 4,
+                # A restarted key broker lost the open epoch's scores: send them again.
+                on_wait=lambda evaluation=evaluation: submit_evaluation(
+                    setup.session, wait_seconds=deadline, **evaluation
+                ),
+            )
             log.info("%s: epoch %d evaluated (best so far %d)", config.worker_id, epoch, best)
             if on_epoch is not None:
                 on_epoch(epoch, go_on)
