@@ -68,6 +68,9 @@ SEALING_LABEL = "paramserver"
 BEST_PURPOSE = "distributed/paramserver-best"
 STATE_DIR = "state"
 PROGRESS_POLL_SECONDS = 1.0
+START_GRACE_SECONDS = 600.0
+"""How long a server waits for its first step (workers start, attest and load their model
+first); after that, the plan's worker deadline bounds each wait."""
 
 
 def shard_config(config: ParamServerConfig) -> ShardConfig:
@@ -137,6 +140,7 @@ class ParamServer:
             log.info("resumed from the sealed checkpoint at step %d", self.resumed_from)
             self.audit.write("resumed", step=self.resumed_from)
         self.best: tuple[int, Arrays] | None = self._load_best()
+        self._start_step = self.shard.applied_step  # progress is counted from here
         self.server = self._make_server(listen_host or config.listen.host)
         serve_shard(
             self.server,
@@ -247,7 +251,11 @@ class ParamServer:
             now = time.monotonic()
             if self.shard.applied_step != seen:
                 seen, last_progress = self.shard.applied_step, now
-            elif now - last_progress > deadline_seconds:
+            elif now - last_progress > (
+                deadline_seconds
+                if seen > self._start_step
+                else max(deadline_seconds, START_GRACE_SECONDS)
+            ):
                 missing = [w for w, s in self.shard.pushed.items() if s <= seen]
                 message = (
                     f"no step applied for {deadline_seconds:.0f} s after step {seen}: "

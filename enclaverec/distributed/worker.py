@@ -33,6 +33,8 @@ from enclaverec.transport.session import Session
 log = logging.getLogger(__name__)
 
 MAX_RECOVERIES = 5
+START_GRACE_SECONDS = 600.0
+"""How long the first barrier after a (re)start waits for the other workers."""
 """Parameter-server restarts a worker rides through before it gives up."""
 
 __all__ = ["WorkerSetup", "join_job", "next_directive", "release_key", "submit_evaluation"]
@@ -317,6 +319,7 @@ def run_worker(
         epoch = max(1, -(-applied // per_epoch))
         epochs_done = 0
         recoveries = 0
+        fresh = True  # just started: the first barrier waits for slower starters
         while True:
             last = epoch * per_epoch
             first = max(applied + 1, (epoch - 1) * per_epoch + 1)
@@ -329,10 +332,20 @@ def run_worker(
                         client,
                         trainer,
                         data,
-                        StepLoopConfig(schedule, first, last, barrier_deadline_seconds=deadline),
+                        StepLoopConfig(
+                            schedule,
+                            first,
+                            last,
+                            barrier_deadline_seconds=deadline,
+                            # The other workers may still be starting (or restarting).
+                            first_barrier_deadline_seconds=max(deadline, START_GRACE_SECONDS)
+                            if fresh
+                            else None,
+                        ),
                     )
                     timings.extend(run.timings)
                     rows = run.rows
+                    fresh = False
                 train_seconds = time.perf_counter() - started
                 # The model after the epoch: every worker's last step applied (async: pushed).
                 client.await_step(last + staleness, deadline)
@@ -348,6 +361,7 @@ def run_worker(
                 log.warning("%s: %s; waiting for the parameter servers", config.worker_id, exc)
                 applied = _applied_when_up(client, deadline)
                 epoch = max(1, -(-applied // per_epoch))
+                fresh = True
                 continue
             validation = trainer.predict(arrays, shard.validation)
             test = trainer.predict(arrays, shard.test)
