@@ -228,7 +228,7 @@ def _run_federation(
     from enclaverec.model.export import SavedDLRM
 
     scores = binary_metrics(dataset.test.labels, SavedDLRM(exported).predict(dataset.test))
-    return scores.auc, int(party.best_round), float(summary["test_auc"])
+    return scores.auc, int(party.best_round), float(summary["best_test"]["test_auc"])
 
 
 @contextlib.contextmanager
