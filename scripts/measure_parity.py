@@ -7,7 +7,7 @@ set, and a Criteo-format file (the 150,000 ``synthetic`` rows written as a Crite
 ``app.bench_federated.write_synthetic_criteo``, read with ``--data FILE``).
 
     python scripts/measure_parity.py --work /tmp/parity [--only movielens-100k ...]
-        [--simulate-flag=--clipping --simulate-flag=none]
+        [--simulate-flag=--clipping --simulate-flag=none] [--table-size 10000]
 
 Runs one command at a time (each takes the machine's cores); prints each command, then the
 table. Nothing is asserted: it measures.
@@ -38,7 +38,7 @@ def run(args: list[str]) -> float:
     return time.monotonic() - start
 
 
-def data_flags(name: str, work: Path) -> list[str]:
+def data_flags(name: str, work: Path, table_size: int | None) -> list[str]:
     if name != CRITEO:
         return ["--dataset", name]
     from enclaverec.app.bench_federated import write_synthetic_criteo
@@ -46,7 +46,8 @@ def data_flags(name: str, work: Path) -> list[str]:
     path = work / "synthetic-criteo.tsv"
     if not path.exists():
         write_synthetic_criteo(path, CRITEO_ROWS)
-    return ["--data", str(path)]
+    sizes = ["--table-size", str(table_size)] if table_size else []
+    return ["--data", str(path), *sizes]
 
 
 def main() -> int:
@@ -57,15 +58,17 @@ def main() -> int:
     parser.add_argument("--simulate-flag", action="append", default=[], dest="simulate_flags")
     parser.add_argument("--tag", default="default", help="names this variant's folders")
     parser.add_argument("--skip-train", action="store_true", help="reuse earlier train runs")
+    parser.add_argument("--table-size", type=int, help="rows per table for the Criteo file")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in args.only:
-        flags = data_flags(name, args.work)
-        central = args.work / f"train-{name}"
+        flags = data_flags(name, args.work, args.table_size)
+        sized = f"-{args.table_size}" if name == CRITEO and args.table_size else ""
+        central = args.work / f"train-{name}{sized}"
         if not (args.skip_train and (central / "metrics.json").exists()):
             run(["train", *flags, "--output", str(central), "--overwrite"])
-        federated = args.work / f"simulate-{name}-{args.tag}"
+        federated = args.work / f"simulate-{name}{sized}-{args.tag}"
         seconds = run(
             [
                 "federated", "simulate", *flags, "--parties", str(args.parties),

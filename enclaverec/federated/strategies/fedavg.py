@@ -1,11 +1,11 @@
 """FedAvg (McMahan et al. 2017, "Communication-Efficient Learning of Deep Networks from
 Decentralized Data"): the global model moves by the sample-weighted mean of the deltas.
 
-Before the mean, each clipped update must agree with the others: its cosine with the sum
-of the other updates must be at least ``min_agreement`` (default 0: it may not point
-against them). With honest IID parties no update is left out, so the result is FedAvg's;
-a sign-flipped update is (docs/federated.md, "What a malicious member can and cannot do").
-``fedavg:-1`` turns the check off."""
+Before the mean, an update that points against the others is left out: its cosine with
+the sum of the other updates is below ``min_agreement`` (default 0) and below minus the
+round's median cosine (``robust.agreeing``). Honest IID updates are kept, so the result is
+FedAvg's; a sign-flipped one is left out (docs/federated.md, "What a malicious member can
+and cannot do"). ``fedavg:-1`` turns the check off."""
 
 from __future__ import annotations
 
@@ -25,15 +25,15 @@ DEFAULT_MIN_AGREEMENT = 0.0
 
 @dataclass(frozen=True)
 class FedAvgOptions:
-    """``min_agreement``: the least cosine between an update and the sum of the others
-    (from -1, which keeps every update, to below 1)."""
+    """``min_agreement``: an update may be left out only if its cosine with the sum of the
+    others is below this (from -1, which keeps every update, to 0)."""
 
     min_agreement: float = DEFAULT_MIN_AGREEMENT
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.min_agreement) and -1.0 <= self.min_agreement < 1.0):
+        if not (math.isfinite(self.min_agreement) and -1.0 <= self.min_agreement <= 0.0):
             raise ConfigError(
-                f"fedavg's min_agreement must be in [-1, 1), got {self.min_agreement}"
+                f"fedavg's min_agreement must be in [-1, 0], got {self.min_agreement}"
             )
 
 
@@ -59,10 +59,6 @@ class FedAvg(Strategy):
             return self.average(updates, layout, contributors, norm_bound)
         prepared = self.prepare(updates, layout, contributors, norm_bound)
         kept, cosines = agreeing(prepared, layout, self.min_agreement)
-        if not kept:
-            # Nobody agrees with anybody (unrelated updates): there is no majority direction
-            # to judge by, and refusing would stall the federation; every update counts.
-            kept = list(range(len(prepared)))
         self.excluded = {
             contributors[i]: cosines[i] for i in range(len(prepared)) if i not in set(kept)
         }

@@ -275,3 +275,20 @@ def test_an_evaluation_with_scores_that_are_not_probabilities_is_refused(change,
     payload = encode_evaluation(round_index=1, model_version=1, incarnation="x", **fields)
     with pytest.raises(MalformedInputError, match=message):
         decode_evaluation(payload, max_rows=MAX_ROWS)
+
+
+def test_an_update_against_the_others_is_left_out_and_audited(tmp_path):
+    aggregator, _ = baseline_aggregator(tmp_path, 4)
+    before = aggregator.state.store.snapshot()
+    values = {"party-0": 0.1, "party-1": 0.1, "party-2": 0.1, "party-3": -0.1}
+    replies = {
+        party: PushedUpdate(party, 1, constant_update(aggregator, value), 0.5, 0.1, 100)
+        for party, value in values.items()
+    }
+    aggregator._aggregate(1, replies)
+    after = aggregator.state.store.snapshot()
+    for name in before:  # the agreeing updates' mean, the flipped one left out
+        np.testing.assert_allclose(after[name] - before[name], 0.1, rtol=1e-5)
+    excluded = [e for e in audit(aggregator) if e["event"] == "excluded"]
+    assert [(e["round"], e["party"]) for e in excluded] == [(1, "party-3")]
+    assert excluded[0]["cosine_with_others"] < 0

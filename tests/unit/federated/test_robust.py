@@ -138,8 +138,23 @@ def test_default_fedavg_leaves_a_sign_flipped_update_out_and_says_so():
     assert plain.excluded == {}
 
 
-def test_fedavg_averages_every_update_when_none_agrees():
+def test_without_a_consensus_nothing_is_left_out():
+    """Unrelated updates (late in training, honest parties' updates become nearly
+    orthogonal): no majority direction to judge by, every update is averaged."""
     opposed = [update([1.0, 0.0], {}), update([-1.0, 0.0], {}), update([0.0, 0.0], {})]
-    strategy = make_strategy(StrategyConfig.parse("fedavg:0.5", clipping=Clipping.NONE))
+    strategy = make_strategy(StrategyConfig(clipping=Clipping.NONE))
     change = strategy.aggregate(opposed, layout(), "abc")
     assert strategy.excluded == {} and change.dense["w"].tolist() == [0.0, 0.0]
+
+
+def test_a_weak_disagreement_is_kept_a_strong_one_left_out():
+    """Three updates share a direction (cosines +0.34 with the others); a fourth at -0.11
+    is below zero by less than the median is above it, the noise of honest updates, and
+    is kept; one at -0.30 (against a median of +0.29) is left out."""
+    shared = [update([0.5, 0.0], {row: 0.5}) for row in range(3)]
+    weak = [*shared, update([-0.1, 0.0], {3: 0.5})]
+    strong = [*shared, update([-0.3, 0.0], {3: 0.5})]
+    kept, cosines = agreeing(weak, layout(), 0.0)
+    assert kept == [0, 1, 2, 3] and cosines[3] == pytest.approx(-0.1085, abs=1e-4)
+    kept, cosines = agreeing(strong, layout(), 0.0)
+    assert kept == [0, 1, 2] and cosines[3] == pytest.approx(-0.3025, abs=1e-4)

@@ -132,7 +132,7 @@ def test_adaptive_strategies_differ_from_fedavg(layout):
         ("fedavg", {"proximal_mu": 0.1}, "unknown option 'proximal_mu'"),
         ("fedprox", {"proximal_mu": 0.0}, "proximal_mu > 0"),
         ("median:3", {}, "median takes no argument"),
-        ("fedavg:1", {}, r"min_agreement must be in \[-1, 1\)"),
+        ("fedavg:0.5", {}, r"min_agreement must be in \[-1, 0\]"),
         ("trimmed-mean:0.5", {}, "0 <= beta < 0.5"),
         ("trimmed-mean:x", {}, "beta must be a number"),
         ("krum:-1", {}, "f >= 0"),
