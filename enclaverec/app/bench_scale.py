@@ -84,11 +84,16 @@ class ScalePoint:
     round_seconds: tuple[float, ...]
     median_round_seconds: float
     aggregator_cpu_seconds_per_round: float
+    party_cpu_seconds_per_round: float
+    """All light parties' processes together (they share the machine with the
+    aggregator, so on a small machine their CPU lengthens the rounds too)."""
     aggregator_peak_rss_mib: float
     polls_expired: int
     overload_refusals: int
     rounds_completed: int
     test_auc: float | None
+    load_average: tuple[float, float] = (0.0, 0.0)
+    """The machine's 1-minute load average when the point started and ended."""
 
 
 def bench_plan(parties: int, rounds: int, features: Any, hashing: Any) -> FederatedPlan:
@@ -141,6 +146,7 @@ def measure_point(
     parties: int, config: ScaleBenchConfig, workdir: Path, data: Any = None
 ) -> ScalePoint:
     """One federation of ``parties`` light parties to the end; its figures."""
+    load_before = os.getloadavg()[0]
     data = data or load_dataset(DataSelection(dataset=DATASET), seed=SEED)
     shares = partition_dataset(data, parties=parties, mode="iid", seed=SEED)
     port, enrollment_port = free_ports(2)
@@ -210,7 +216,9 @@ def measure_point(
             assert worker.stdin is not None
             worker.stdin.write(GO)
             worker.stdin.flush()
-        cpu_at_round = _follow(aggregator, files.aggregator_dir / AUDIT_FILE, config, workers)
+        cpu_at_round, party_cpu_at_round = _follow(
+            aggregator, files.aggregator_dir / AUDIT_FILE, config, workers
+        )
         # Reap the aggregator with its resource usage: the kernel's peak resident memory.
         _, status, usage = os.wait4(aggregator.pid, 0)
         aggregator.returncode = os.waitstatus_to_exitcode(status)
@@ -233,22 +241,28 @@ def measure_point(
     summary = json.loads((files.aggregator_dir / SUMMARY_FILE).read_text())
     round_seconds = tuple(float(r["round_seconds"]) for r in summary["history"])
     events, _ = _read_events(files.aggregator_dir / AUDIT_FILE, 0)
-    timed = sorted(cpu_at_round)
-    cpu_per_round = (cpu_at_round[timed[-1]] - cpu_at_round[timed[0]]) / max(len(timed) - 1, 1)
     return ScalePoint(
         parties=parties,
         party_processes=len(workers),
         enrollment_seconds=max(r["enrolled_at"] for r in results) - go,
         round_seconds=round_seconds,
         median_round_seconds=statistics.median(round_seconds[1:]),
-        aggregator_cpu_seconds_per_round=cpu_per_round,
+        aggregator_cpu_seconds_per_round=_per_round(cpu_at_round),
+        party_cpu_seconds_per_round=_per_round(party_cpu_at_round),
         # ru_maxrss is in KiB on Linux.
         aggregator_peak_rss_mib=usage.ru_maxrss / 1024,
         polls_expired=sum(r["polls_expired"] for r in results),
         overload_refusals=sum(1 for e in events if e.get("event") == "overloaded"),
         rounds_completed=int(summary["rounds_completed"]),
         test_auc=(summary.get("best_test") or {}).get("test_auc"),
+        load_average=(load_before, os.getloadavg()[0]),
     )
+
+
+def _per_round(cpu_at_round: dict[int, float]) -> float:
+    """CPU seconds per round between the first and the last round sampled."""
+    timed = sorted(cpu_at_round)
+    return (cpu_at_round[timed[-1]] - cpu_at_round[timed[0]]) / max(len(timed) - 1, 1)
 
 
 def _wait_started(aggregator: subprocess.Popen[bytes], audit: Path, logs: Path) -> None:
@@ -264,9 +278,11 @@ def _follow(
     audit: Path,
     config: ScaleBenchConfig,
     workers: Sequence[subprocess.Popen[str]],
-) -> dict[int, float]:
-    """Until the aggregator exits: its CPU seconds when each round completed."""
+) -> tuple[dict[int, float], dict[int, float]]:
+    """Until the aggregator exits: its CPU seconds, and the party processes' together,
+    when each round completed."""
     cpu_at_round: dict[int, float] = {}
+    party_cpu_at_round: dict[int, float] = {}
     offset = 0
     give_up = time.monotonic() + config.timeout_seconds
     # waitid with WNOWAIT: learn that it exited without reaping it (wait4 reaps it later).
@@ -276,11 +292,14 @@ def _follow(
             if event.get("event") == "round_completed":
                 try:
                     cpu_at_round[int(event["round"])] = _cpu_seconds(aggregator.pid)
+                    party_cpu_at_round[int(event["round"])] = sum(
+                        _cpu_seconds(worker.pid) for worker in workers
+                    )
                 except (OSError, IndexError, ValueError):
                     pass  # it is exiting; this round's sample is lost
         exited = os.waitid(os.P_PID, aggregator.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         if exited is not None:
-            return cpu_at_round
+            return cpu_at_round, party_cpu_at_round
         if any(worker.poll() not in (None, 0) for worker in workers):
             raise TrainingError("a party process failed; see its log")
         if time.monotonic() > give_up:

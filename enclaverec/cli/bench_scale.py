@@ -74,9 +74,11 @@ def _run(args: argparse.Namespace) -> int:
         "enroll s",
         "round s",
         "agg CPU s/round",
+        "parties CPU s/round",
         "agg peak MiB",
         "polls expired",
         "busy",
+        "load start/end",
     ):
         table.add_column(column, justify="right")
     for p in points:
@@ -85,14 +87,17 @@ def _run(args: argparse.Namespace) -> int:
             f"{p.enrollment_seconds:.1f}",
             f"{p.median_round_seconds:.2f}",
             f"{p.aggregator_cpu_seconds_per_round:.2f}",
+            f"{p.party_cpu_seconds_per_round:.2f}",
             f"{p.aggregator_peak_rss_mib:.0f}",
             str(p.polls_expired),
             str(p.overload_refusals),
+            f"{p.load_average[0]:.1f}/{p.load_average[1]:.1f}",
         )
     console.print(table)
     console.print(
         "enroll: all parties, from go to the last certificate; round: median of rounds 2 on; "
-        "polls expired: task requests that waited a whole poll; busy: calls refused at a bound",
+        "polls expired: task requests that waited a whole poll; busy: calls refused at a bound; "
+        "parties CPU: all light-party processes; load: 1-minute load average",
         markup=False,
         soft_wrap=True,
     )

@@ -92,12 +92,24 @@ MAX_WAITING_PER_PARTY = 2
 asks again only after an answer or an error); two leave room for a retry racing the end
 of a dropped call. More would let one member hold the server's call slots."""
 RECHECK_SECONDS = 1.0
-"""A waiting party is looked at again at least this often, so that it counts as seen."""
+"""The shortest interval at which a waiting party is looked at again, so that it counts
+as seen (see :func:`recheck_seconds`)."""
+RECHECKS_PER_DEADLINE = 4
 LOCK_RETRY_SECONDS = 0.02
 """How soon a task request looks again at state the driver is busy with."""
 # The wait for parties to receive the best model grows with its size: at least this rate
 # (a slow link, a loaded machine) must suffice. A 166 MB kaggle model gets 60 + 166 s.
 FINISH_BYTES_PER_SECOND = 1 << 20
+
+
+def recheck_seconds(deadline_seconds: float) -> float:
+    """How often a waiting task request looks at the round again. It only has to keep its
+    party "recently seen" (within one phase deadline, ``RoundCoordinator.recently_seen``);
+    a change of phase wakes it at once anyway. A fixed second cost 256 wake-ups a second
+    at 256 parties (issue 12's profile: a sixth of the event loop's time); a quarter of
+    the deadline (600 s by default, so in practice the poll's own end) costs almost none.
+    """
+    return max(RECHECK_SECONDS, deadline_seconds / RECHECKS_PER_DEADLINE)
 
 
 def finish_grace_seconds(model_bytes: int) -> float:
@@ -160,6 +172,7 @@ class FederatedAggregator:
         # wakes threads: the driver, and nothing else waits on it for long).
         self._changed = ChangeSignal()
         self._waiting: dict[str, int] = {}
+        self._recheck = recheck_seconds(self.plan.selection.deadline_seconds)
         # The model travels through the parameter service; pushed updates land in this
         # round's replies (under the same lock).
         self.params = ParameterService(
@@ -173,6 +186,7 @@ class FederatedAggregator:
         self._finished: set[str] = set()
         self._attested_peers: dict[str, dict[str, Any]] = {}
         self._wire_bytes: dict[int, dict[str, int]] = {}
+        self._train_loss: dict[int, float] = {}
         self._round_started = time.perf_counter()
         self._started = time.perf_counter()
         self._failed: Exception | None = None
@@ -293,7 +307,7 @@ class FederatedAggregator:
                 remaining = deadline - loop.time()
                 if task.kind is not TaskKind.WAIT or remaining <= 0 or self._failed:
                     return task, version
-                await self._changed.wait(seen, min(remaining, RECHECK_SECONDS))
+                await self._changed.wait(seen, min(remaining, self._recheck))
         finally:
             self._waiting[party] -= 1
             if not self._waiting[party]:
@@ -487,6 +501,13 @@ class FederatedAggregator:
 
     def _aggregate(self, round_index: int, replies: dict[str, PushedUpdate]) -> None:
         parties = list(replies)
+        # The round's training loss for the curves: the parties' reported mean losses
+        # (finite, checked on receipt), weighted by their bounded sample counts.
+        weights = [max(reply.update.num_samples, 0) for reply in replies.values()]
+        if sum(weights) > 0:
+            self._train_loss[round_index] = sum(
+                w * reply.train_loss for w, reply in zip(weights, replies.values(), strict=True)
+            ) / sum(weights)
         strategy_state = {name: value.copy() for name, value in self.strategy.state().items()}
         try:
             change = self.strategy.aggregate(
@@ -515,7 +536,11 @@ class FederatedAggregator:
             self.audit.write("refused", round=round_index, parties=parties, reason=str(exc))
         self.state.aggregated_round = round_index
         self.state.strategy_state = dict(self.strategy.state())
-        self.state.train_samples += sum(reply.update.num_samples for reply in replies.values())
+        # A party's weight is its rows (one epoch); it trained them local-epochs times, as
+        # centralized training counts every epoch's rows.
+        self.state.train_samples += self.plan.local.epochs * sum(
+            reply.update.num_samples for reply in replies.values()
+        )
         # Parties train in parallel: the round's training phase lasts as long as its slowest.
         self.state.train_seconds += max(reply.train_seconds for reply in replies.values())
         for party in parties:
@@ -565,6 +590,7 @@ class FederatedAggregator:
             "round_seconds": time.perf_counter() - self._round_started,
             "parties_evaluated": sorted(replies),
             "bytes_received": self._wire_bytes.get(round_index, {}),
+            "train_loss": self._train_loss.get(round_index),
         }
         self._round_started = time.perf_counter()
         self.state.history.append(record)
@@ -644,10 +670,13 @@ class AggregatorServicer(federated_pb2_grpc.AggregatorServicer):
 
     def __init__(self, aggregator: FederatedAggregator) -> None:
         self.aggregator = aggregator
+        self._plan = plan_message(aggregator.config, aggregator.layout).SerializeToString()
 
     def GetPlan(self, request, context):  # noqa: N802 - gRPC's naming
         self.aggregator.peer(context)
-        return plan_message(self.aggregator.config, self.aggregator.layout)
+        # Made once (canonicalising the plan took ~7 ms per party); each caller gets its
+        # own parsed copy, so no message is shared between threads.
+        return federated_pb2.Plan.FromString(self._plan)
 
     async def GetTask(self, request, context):  # noqa: N802
         # A long-poll: it waits on the server's event loop, holding no thread

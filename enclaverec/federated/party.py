@@ -199,7 +199,7 @@ class FederatedParty:
     def _current_model(self, task: Any) -> Arrays | None:
         """The global model the task is about, or None if it moved on meanwhile."""
         assert self._params is not None
-        arrays = self._params.pull()
+        arrays = self._params.pull_unless_held(task.model_version, task.model_incarnation)
         if self._params.version != task.model_version:
             return None  # the model moved since the task was given: ask again
         return arrays

@@ -37,6 +37,13 @@ from enclaverec.transport.proto import paramservice_pb2, paramservice_pb2_grpc, 
 
 log = logging.getLogger(__name__)
 
+FRAME_CACHE_BYTES = 64 << 20
+"""Encoded pull answers kept for the current model version, in total. Every caller at
+the same version gets the same bytes, so they are encoded once per version rather than
+once per caller (issue 12: at 256 parties, encoding the model for each pull was a fifth
+of the aggregator's handler time). An answer larger than this (a whole dense DLRM) is
+encoded per caller as before, so the cache never doubles a large model's memory."""
+
 
 @dataclass(frozen=True)
 class PushedUpdate:
@@ -84,6 +91,9 @@ class ParameterService:
         # and one caller's concurrent pushes share that allowance.
         self.max_update_bytes = max_update_bytes(store.layout)
         self.in_flight = tensors.InFlightBudget()
+        # (store, version, since) -> the frames of that pull's answer; current version only.
+        self._frames: dict[tuple[int, int, int], list[tensors_pb2.Chunk]] = {}
+        self._frame_bytes = 0
 
     def changes(self, since: int, incarnation: str) -> tuple[ModelChanges, bool]:
         """What a caller holding ``since`` (of ``incarnation``) needs; the whole model,
@@ -94,6 +104,38 @@ class ParameterService:
             if since < 0 or incarnation != self.incarnation or since > store.version:
                 return ModelChanges(NEVER, store.version, store.snapshot(), {}), True
             return store.changes_since(since), False
+
+    def changes_frames(self, since: int, incarnation: str) -> list[tensors_pb2.Chunk]:
+        """The framed ``ModelPayload`` that :meth:`changes` describes, encoded once per
+        model version and ``since`` and shared by every caller that asks the same (the
+        frames are never modified once made)."""
+        with self.lock:
+            store, version = self.store, self.store.version
+            whole = since < 0 or incarnation != self.incarnation or since > version
+            key = (id(store), version, NEVER if whole else since)
+            frames = self._frames.get(key)
+            if frames is not None:
+                return frames
+            changes, complete = self.changes(since, incarnation)
+        payload = encode_model(
+            changes.dense,
+            changes.sparse,
+            store.layout,
+            version=changes.version,
+            incarnation=self.incarnation,
+            complete=complete,
+        )
+        frames = list(tensors.to_chunks(payload))
+        size = sum(len(frame.data) for frame in frames)
+        with self.lock:
+            if self.store is store and self.store.version == version:
+                if any(cached[:2] != key[:2] for cached in self._frames):
+                    self._frames.clear()  # a new version: older answers are never asked again
+                    self._frame_bytes = 0
+                if self._frame_bytes + size <= FRAME_CACHE_BYTES:
+                    self._frames[key] = frames
+                    self._frame_bytes += size
+        return frames
 
     def push(self, contributor: str, payload: paramservice_pb2.UpdatePayload) -> None:
         update = decode_update(payload)
@@ -204,17 +246,7 @@ class ParameterServicer(paramservice_pb2_grpc.ParameterServiceServicer):
             if self.on_pull_best is not None:
                 self.on_pull_best(caller)
             return
-        else:
-            changes, complete = self.service.changes(request.since_version, request.incarnation)
-            payload = encode_model(
-                changes.dense,
-                changes.sparse,
-                layout,
-                version=changes.version,
-                incarnation=self.service.incarnation,
-                complete=complete,
-            )
-        yield from tensors.to_chunks(payload)
+        yield from self.service.changes_frames(request.since_version, request.incarnation)
 
     def Push(self, request_iterator, context):  # noqa: N802
         caller = self.identify(context)
@@ -268,6 +300,20 @@ class ParameterClient:
         self.version = payload.version  # type: ignore[attr-defined]
         self.incarnation = payload.incarnation  # type: ignore[attr-defined]
         return self.held
+
+    def pull_unless_held(self, version: int, incarnation: str) -> Arrays:
+        """The model at ``version`` of ``incarnation`` (as a task names it): a copy of the
+        held model when it is that one, without a call (the answer would carry no change;
+        at 256 parties that call was a sixth of the aggregator's calls), else :meth:`pull`.
+        A copy: the caller may change what it gets without changing what is held."""
+        if (
+            self.held is not None
+            and incarnation
+            and self.incarnation == incarnation
+            and self.version == version
+        ):
+            return {name: value.copy() for name, value in self.held.items()}
+        return self.pull()
 
     def pull_best(self) -> tuple[Arrays, int]:
         from enclaverec.paramservice.codec import apply_model

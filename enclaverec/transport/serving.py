@@ -128,12 +128,15 @@ class ChangeSignal:
             if self._generation != seen:
                 return True
             self._waiters.add(entry)
+        # A timer that settles the future, not asyncio.wait_for: wait_for wraps the
+        # future and cancels and awaits it on timeout, several times the loop's work, and
+        # hundreds of parties wait at once (issue 12's profile).
+        timer = loop.call_later(max(timeout, 0.0), _resolve, future)
         try:
-            await asyncio.wait_for(future, timeout=max(timeout, 0.0))
-            return True
-        except TimeoutError:
-            return False
+            await future
+            return self.generation != seen
         finally:
+            timer.cancel()
             with self._lock:
                 self._waiters.discard(entry)
 

@@ -18,6 +18,8 @@ def test_two_light_parties_report_every_figure(tmp_path):
     assert point.median_round_seconds == point.round_seconds[1]
     assert point.enrollment_seconds > 0
     assert point.aggregator_cpu_seconds_per_round > 0
+    assert point.party_cpu_seconds_per_round > 0
+    assert all(load >= 0 for load in point.load_average)
     assert point.aggregator_peak_rss_mib > 10  # a Python process with gRPC and numpy
     assert point.polls_expired == 0 and point.overload_refusals == 0
     assert 0.5 < point.test_auc < 1.0

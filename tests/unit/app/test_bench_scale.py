@@ -16,6 +16,7 @@ def point(parties: int, peak: float) -> ScalePoint:
         round_seconds=(2.0, 0.5, 0.5),
         median_round_seconds=0.5,
         aggregator_cpu_seconds_per_round=0.1,
+        party_cpu_seconds_per_round=0.2,
         aggregator_peak_rss_mib=peak,
         polls_expired=0,
         overload_refusals=0,

@@ -84,3 +84,11 @@ def test_a_party_past_its_waiting_bound_is_refused_and_audited(waiting_aggregato
     assert [(e["party_id"], e["reason"]) for e in refusals] == [
         ("party-0", "2 task requests already waiting")
     ]
+
+
+@pytest.mark.parametrize(("deadline", "recheck"), [(600.0, 150.0), (8.0, 2.0), (0.5, 1.0)])
+def test_a_waiting_request_looks_again_well_within_the_liveness_horizon(deadline, recheck):
+    # A party counts as live when seen within one deadline: four looks per deadline keep
+    # a waiting party live, and the default deadline costs no look within a poll. Short
+    # (test) deadlines keep the one-second floor.
+    assert aggregator_module.recheck_seconds(deadline) == recheck

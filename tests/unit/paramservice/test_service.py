@@ -14,7 +14,8 @@ import pytest
 
 from enclaverec.arrays import ModelLayout, ModelUpdate, SparseRows
 from enclaverec.errors import AggregationRefusedError
-from enclaverec.paramservice.codec import encode_update
+from enclaverec.paramservice import service as service_module
+from enclaverec.paramservice.codec import apply_model, encode_update
 from enclaverec.paramservice.combine import weighted_mean
 from enclaverec.paramservice.service import (
     ParameterClient,
@@ -22,8 +23,9 @@ from enclaverec.paramservice.service import (
     ParameterServicer,
     PushedUpdate,
 )
-from enclaverec.paramservice.store import ParameterStore
-from enclaverec.transport.proto import paramservice_pb2_grpc
+from enclaverec.paramservice.store import NEVER, ParameterStore
+from enclaverec.transport import tensors
+from enclaverec.transport.proto import paramservice_pb2, paramservice_pb2_grpc
 
 ROWS = 1000
 
@@ -140,6 +142,52 @@ def test_pull_whole_then_only_changed_rows(served):
     np.testing.assert_allclose(model["embedding/C1"][[1, 5, 9], 0], [0.25, 2.5, 2.25])
     np.testing.assert_allclose(model["w"], 2.5)
     assert np.array_equal(model["embedding/C1"], service.store.snapshot()["embedding/C1"])
+
+
+def _decoded(frames) -> tuple[paramservice_pb2.ModelPayload, dict[str, np.ndarray]]:
+    payload = tensors.from_chunks(iter(frames), paramservice_pb2.ModelPayload)
+    return payload, apply_model(payload, initial(), layout())
+
+
+def test_pull_answers_are_encoded_once_per_version_and_never_served_stale(monkeypatch):
+    store = ParameterStore(initial(), layout())
+    service = ParameterService(store, Combiner(store))
+    first = service.changes_frames(NEVER, "")
+    # Every caller at the same version gets the same (shared, never modified) frames.
+    assert service.changes_frames(NEVER, "another incarnation") is first
+    assert service.changes_frames(0, service.incarnation) is not first  # another question
+    store.apply(row_update([3], 2.0))
+    whole = service.changes_frames(NEVER, "")
+    assert whole is not first
+    payload, model = _decoded(whole)
+    assert payload.version == 1 and payload.complete
+    assert model["embedding/C1"][3, 0] == 2.0 and np.all(model["w"] == 2.0)
+    payload, model = _decoded(service.changes_frames(0, service.incarnation))
+    assert not payload.complete and model["embedding/C1"][3, 0] == 2.0
+    # An answer larger than the cache is encoded per caller, never kept.
+    monkeypatch.setattr(service_module, "FRAME_CACHE_BYTES", 16)
+    store.apply(row_update([4], 1.0))
+    big = service.changes_frames(NEVER, "")
+    assert service.changes_frames(NEVER, "") is not big
+    assert _decoded(big)[0].version == 2
+
+
+def test_a_client_holding_the_named_version_does_not_call(served):
+    service, client = served
+    calls = []
+    inner = client("a")
+    counted = ParameterClient(lambda fn: calls.append(1) or inner._call(fn), layout())
+    held = counted.pull()
+    assert len(calls) == 1
+    same = counted.pull_unless_held(0, service.incarnation)
+    assert len(calls) == 1  # no call: it holds version 0 of this incarnation
+    assert same is not held and all(np.array_equal(same[n], held[n]) for n in held)
+    same["w"][:] = 7.0  # the caller's copy: what is held does not change
+    assert np.all(counted.held["w"] == 0.0)
+    # Another version, or another incarnation (a restarted server), is pulled.
+    counted.pull_unless_held(1, service.incarnation)
+    counted.pull_unless_held(0, "restarted")
+    assert len(calls) == 3
 
 
 def test_refuses_a_stale_or_malformed_push(served):
