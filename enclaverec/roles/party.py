@@ -13,7 +13,6 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from enclaverec.crypto import keys
 from enclaverec.data.prepared import load_prepared
@@ -118,9 +117,12 @@ def run_party(
     return result
 
 
-def export_best(result: Any, directory: Path, data: Any) -> None:
-    """The best global model as a SavedModel in the party's own trust domain."""
+def export_best_model(result: PartyResult, directory: Path) -> Path:
+    """The best global model a party received, as a SavedModel in its own trust domain
+    (``enclaverec evaluate`` scores it like any trained model)."""
     plan = result.plan
+    if plan is None or result.best_model is None:
+        raise UsageError("this party has no best global model to export")
     if plan.model is not ModelKind.DLRM:
         raise UsageError("--export writes a SavedModel of the DLRM; this federation trains logreg")
     from enclaverec.dlrm.config import PRESETS, Preset
@@ -135,7 +137,7 @@ def export_best(result: Any, directory: Path, data: Any) -> None:
         seed=plan.seed,
         hashing=plan.hashing,
     )
-    export_saved_model(result.trainer, result.best_model, directory, metadata)
+    return export_saved_model(result.trainer, result.best_model, directory, metadata)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -158,7 +160,7 @@ def _run(args: argparse.Namespace) -> int:
     def export(result: PartyResult) -> None:
         if export_dir is None or result.best_model is None:
             return
-        export_best(result, export_dir, setup.data)
+        export_best_model(result, export_dir)
 
     result = run_party(setup, default_trainer_factory(threads), PartyOptions(), export)
     print(

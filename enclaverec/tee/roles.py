@@ -100,7 +100,7 @@ ROLE_SPECS: Mapping[str, RoleSpec] = {
         # their own entry modules and commands land (they measure what they run today).
         RoleSpec(
             "paramserver",
-            "enclaverec.paramservice.shard",
+            "enclaverec.distributed.paramserver",
             ("distributed", "paramserver"),
             trains=False,
             isv_prod_id=5,
