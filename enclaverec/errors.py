@@ -19,6 +19,8 @@ them into a message and an exit code.
 
 from __future__ import annotations
 
+import errno
+from pathlib import Path
 from typing import Any
 
 
@@ -48,6 +50,66 @@ class MissingDependencyError(UsageError):
 class OutputFolderError(UsageError):
     """An output folder cannot be used: it holds files (without ``--overwrite``), it is a
     file, it cannot be written, or it holds what another command made."""
+
+
+class PathError(UsageError):
+    """A path the user gave cannot be used: missing, a folder where a file is expected (or
+    a file where a folder is), permission denied, not UTF-8 text. One line, "<what>
+    <reason>: <path>", the same in every command: build it with :meth:`from_os_error`
+    (``cli/main.py`` maps any path ``OSError`` that escapes a command the same way)."""
+
+    # errno -> the reason as the user reads it. Other errors (disk full, I/O error) are
+    # not the caller's fault: they stay ``StorageError`` (exit 1).
+    REASONS = {
+        errno.ENOENT: "not found",
+        errno.EACCES: "not accessible (permission denied)",
+        errno.EPERM: "not accessible (operation not permitted)",
+        errno.EISDIR: "is a folder, not a file",
+        errno.ENOTDIR: "is a file, not a folder",
+        errno.EEXIST: "already exists",
+        errno.EROFS: "on a read-only file system",
+        errno.ENAMETOOLONG: "has a name too long",
+        errno.ELOOP: "is a loop of symbolic links",
+    }
+
+    def __init__(self, path: str | Path, reason: str, *, what: str = "path"):
+        super().__init__(f"{what} {reason}: {path}")
+        self.path = str(path)
+        self.reason = reason
+
+    @classmethod
+    def is_path_error(cls, exc: BaseException) -> bool:
+        """Whether ``exc`` is an ``OSError`` about a path the caller gave."""
+        return isinstance(exc, OSError) and exc.errno in cls.REASONS
+
+    @classmethod
+    def from_os_error(
+        cls, exc: OSError, *, path: str | Path | None = None, what: str = "path"
+    ) -> EnclaveRecError:
+        """The error to raise for ``exc``: a ``PathError`` for the errors a caller can fix,
+        else a ``StorageError`` (both name the path)."""
+        where = path if path is not None else (exc.filename if exc.filename else "?")
+        if not cls.is_path_error(exc):
+            return StorageError(f"cannot use {what} {where}: {exc.strerror or exc}")
+        reason = cls.REASONS[exc.errno]
+        if exc.errno == errno.ENOTDIR:
+            # "Not a directory" is about the path itself or about a part of it.
+            blocker = _file_on_the_way(Path(where))
+            if blocker is not None and blocker != Path(where):
+                reason = f"cannot be reached ({blocker} is a file, not a folder)"
+        return cls(where, reason, what=what)
+
+    @classmethod
+    def not_utf8(cls, path: str | Path, *, what: str = "file") -> PathError:
+        return cls(path, "not UTF-8 text", what=what)
+
+
+def _file_on_the_way(path: Path) -> Path | None:
+    """The first of ``path`` and its ancestors that exists and is not a folder."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return None if candidate.is_dir() else candidate
+    return None
 
 
 class DependencyMismatchError(MissingDependencyError):

@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from enclaverec.errors import ConfigError, StorageError, UsageError
+from enclaverec.errors import ConfigError, PathError, StorageError, UsageError
 
 
 def fsync_directory(directory: Path) -> None:
@@ -61,6 +61,8 @@ def write_atomically(path: Path, data: bytes, *, mode: int = 0o600) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_name)
         if isinstance(exc, OSError):
+            if PathError.is_path_error(exc):
+                raise PathError.from_os_error(exc, path=path, what="file") from exc
             raise StorageError(f"cannot write {path}: {exc.strerror}") from exc
         raise
 
@@ -72,10 +74,8 @@ def read_toml(path: Path) -> tuple[dict[str, Any], bytes]:
     path = Path(path)
     try:
         raw = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise UsageError(f"configuration file not found: {path}") from exc
-    except OSError as exc:  # a directory, no permission, ...
-        raise UsageError(f"cannot read the configuration file {path}: {exc.strerror}") from exc
+    except OSError as exc:  # missing, a directory, no permission, ...
+        raise PathError.from_os_error(exc, path=path, what="configuration file") from exc
     try:
         return tomllib.loads(raw.decode("utf-8")), raw
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

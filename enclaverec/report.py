@@ -235,11 +235,64 @@ def format_summary_value(key: str, value: Any) -> str:
     return str(value)
 
 
+SAMPLES_PER_SECOND_NOTE = (
+    "**What samples/s counts.** Training examples processed per second of *training* "
+    "time: the rows of every local epoch, divided by the seconds spent in training steps. "
+    "Evaluation, start-up (a process and TensorFlow per party), attestation, enrollment, "
+    "sending updates and aggregation are not in it; the wall time includes all of them. "
+    "In a federation the parties train at the same time, so their samples add up over the "
+    "round's training phase (the slowest party's time): with several parties it shows more "
+    "samples/s than one centralized process, while its wall time is longer, spent outside "
+    "the training steps."
+)
+
+# The details a mode's section shows, when its report has the key (data-driven: a mode
+# that adds a key, such as the distributed one's workers, gets its line).
+DETAIL_KEYS = (
+    ("parties", "parties"),
+    ("workers", "workers"),
+    ("parameter_servers", "parameter servers"),
+    ("partition", "partition"),
+    ("strategy", "strategy"),
+    ("local_epochs", "local epochs per round"),
+    ("rounds_completed", "rounds"),
+    ("steps_completed", "steps"),
+    ("update_encoding", "update encoding"),
+)
+
+
+def run_details(metrics: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(label, value) lines that describe one run beyond the summary table."""
+    unit = next(u for u in HISTORY_UNITS if u in metrics["history"][0])
+    details = [(label, f"{metrics[key]}") for key, label in DETAIL_KEYS if key in metrics]
+    if "parties" not in metrics and "workers" not in metrics:
+        details.insert(0, ("training processes", "1"))
+    if unit == "epoch":
+        details.append(("epochs", f"{len(metrics['history'])}"))
+    details.append((f"best {unit}", f"{metrics[f'best_{unit}']}"))
+    for key in sorted(metrics):
+        if "bytes_per" in key and isinstance(metrics[key], _NUMBER):
+            details.append((key.replace("_", " "), f"{metrics[key]:,.0f}"))
+    details.append(("training samples/s", f"{metrics['train_samples_per_second']:,.0f}"))
+    details.append(("wall time", f"{metrics['wall_seconds']:.1f} s"))
+    return details
+
+
 def write_comparison_report(
-    directory: Path, runs: Sequence[Mapping[str, Any]], *, title: str, notes: Sequence[str] = ()
+    directory: Path,
+    runs: Sequence[Mapping[str, Any]],
+    *,
+    title: str,
+    notes: Sequence[str] = (),
+    folders: Sequence[str] | None = None,
+    sections: Sequence[tuple[str, Sequence[str]]] = (),
 ) -> tuple[Path, Path]:
     """Write ``report.json`` (every run's full metrics and the summary rows) and
-    ``report.md`` (the summary as a table) for runs on the same data and test split."""
+    ``report.md`` for runs on the same data and test split: the summary table, what
+    samples/s counts, a section per run (its details and, given its ``folders`` relative
+    to ``directory``, its curves as an image), then the caller's ``sections``."""
+    if folders is not None and len(folders) != len(runs):
+        raise MetricsReportError("one folder per run, or none")
     if not runs:
         raise MetricsReportError("a comparison needs at least one run")
     rows = [summary_row(metrics) for metrics in runs]
@@ -270,6 +323,17 @@ def write_comparison_report(
         lines.append("| " + " | ".join(cells) + " |")
     if notes:
         lines += ["", *[f"- {note}" for note in notes]]
+    lines += ["", SAMPLES_PER_SECOND_NOTE]
+    for position, metrics in enumerate(runs):
+        folder = folders[position] if folders is not None else None
+        heading = folder or f"{metrics['mode']} (tee {metrics['tee']})"
+        lines += ["", f"## {heading}", ""]
+        lines += [f"- {label}: {value}" for label, value in run_details(metrics)]
+        if folder is not None and (Path(directory) / folder / "curves.png").is_file():
+            # A relative link: the report and its images move together.
+            lines += ["", f"![{heading}: validation AUC and losses]({folder}/curves.png)"]
+    for heading, body in sections:
+        lines += ["", f"## {heading}", "", *body]
     markdown_path = Path(directory) / REPORT_MARKDOWN
     try:
         markdown_path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -117,6 +117,40 @@ NOTES = (
     "Each mode's full metrics are in its own folder's metrics.json.",
 )
 
+# What under the demo's folder must not leave this machine, by file name pattern (found by
+# looking, so a mode that joins the demo is covered by what it writes).
+SECRET_PATTERNS = (
+    ("simulation/keys/*", "keys of the simulated TEE deployment (they make SIMULATED quotes, "
+     "certificates and sealing keys: whoever holds them can impersonate the enclaves)"),
+    ("*.key", "private keys (party identities, encrypted under the passphrase beside them)"),
+    ("*.pass", "passphrases of those keys"),
+    ("*.sealed", "sealed enclave state (keys, checkpoints), open to whoever holds the "
+     "simulated deployment's keys"),
+    ("*/data/*.npz", "each party's plaintext share of the data set"),
+)  # fmt: skip
+MAX_LISTED = 6
+
+
+def secrets_section(output: Path) -> list[str]:
+    """The report's list of secret files under ``output`` (relative paths), and why the
+    demo's folder is for this machine only."""
+    lines = [
+        "The demo's folder is for this machine only: it holds the simulated deployment's "
+        "keys and the parties' identities and data shares, in plain files. Do not copy it, "
+        "commit it or share it; a rerun replaces it. Nothing in it is hardware-backed.",
+        "",
+    ]
+    claimed: set[Path] = set()
+    for pattern, why in SECRET_PATTERNS:
+        found = sorted(p for p in output.rglob(pattern) if p.is_file() and p not in claimed)
+        claimed.update(found)
+        if not found:
+            continue
+        shown = [f"`{p.relative_to(output)}`" for p in found[:MAX_LISTED]]
+        more = f" and {len(found) - MAX_LISTED} more" if len(found) > MAX_LISTED else ""
+        lines.append(f"- {why}: {', '.join(shown)}{more}")
+    return lines
+
 
 @dataclass(frozen=True)
 class DemoResult:
@@ -154,5 +188,12 @@ def run_demo(
         events.section(mode.folder)
         runs.append(mode.runner(context, claim_demo_folder(config.output / mode.folder)))
     title = f"enclaverec demo: {config.dataset}"
-    markdown, json_path = write_comparison_report(config.output, runs, title=title, notes=NOTES)
+    markdown, json_path = write_comparison_report(
+        config.output,
+        runs,
+        title=title,
+        notes=NOTES,
+        folders=[mode.folder for mode in modes],
+        sections=[("Secrets under this folder", secrets_section(config.output))],
+    )
     return DemoResult(runs=tuple(runs), markdown=markdown, json=json_path, title=title)

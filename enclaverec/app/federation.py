@@ -385,7 +385,14 @@ def simulate_federation(
     if not summary["history"] or summary["best_test"] is None:
         raise TrainingError("the federation completed no round")
     history = tuple(
-        EvalRecord("round", h["round"], h["val_auc"], h["val_logloss"], h["wall_seconds"])
+        EvalRecord(
+            "round",
+            h["round"],
+            h["val_auc"],
+            h["val_logloss"],
+            h["wall_seconds"],
+            train_loss=h.get("train_loss"),
+        )
         for h in summary["history"]
     )
     best = summary["best_test"]

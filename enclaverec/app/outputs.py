@@ -78,6 +78,21 @@ def prepare_output_folder(path: Path, *, overwrite: bool, owned: Iterable[str]) 
     return path
 
 
+def check_output_file(path: Path, *, flag: str = "--output") -> Path:
+    """A file a command writes at its end (figures as JSON): checked before the work, so
+    that a folder given for it, or a folder that cannot be written, costs no run."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputFolderError(
+            f"{flag} {path} is a folder, not a file: give a file name (e.g. {path}/figures.json)"
+        )
+    if not path.exists():
+        _writable_parent(path)
+    elif not os.access(path, os.W_OK):
+        raise OutputFolderError(f"{flag} {path} is not writable")
+    return path
+
+
 def check_export_folder(path: Path, *, flag: str = "--export") -> Path:
     """A model export goes to a new or empty folder (it is never merged or replaced)."""
     path = Path(path)

@@ -49,8 +49,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     if not 1 <= args.size_mb <= MAX_SIZE_MB:
         raise UsageError(f"--size-mb must be 1 to {MAX_SIZE_MB}, got {args.size_mb}")
-    if args.output is not None and not args.output.parent.is_dir():
-        raise UsageError(f"directory does not exist: {args.output.parent}")
+    if args.output is not None:
+        from enclaverec.app.outputs import check_output_file
+
+        check_output_file(args.output)
     with tempfile.TemporaryDirectory(prefix="enclaverec-bench-") as workdir:
         results = run_benchmarks(args.size_mb, Path(workdir))
     environment = bench_environment()

@@ -144,10 +144,9 @@ def _encrypt(args: argparse.Namespace) -> int:
         raise UsageError("--dataset, --seed and --table-size go with --shards")
     if not args.paths:
         raise UsageError("give the files to encrypt (PATH...)")
-    owner = keys.load_public_key(args.owner_key)
     output_dir: Path = args.output
-    if output_dir.exists() and not output_dir.is_dir():
-        raise UsageError(f"--output must be a folder: {output_dir}")
+    _check_encryption_output(output_dir)
+    owner = keys.load_public_key(args.owner_key)
     dataset_name = args.dataset_name or output_dir.resolve().name
     chunk_size = encrypted.DEFAULT_CHUNK_SIZE if args.chunk_size is None else args.chunk_size
     dataset = encrypted.DataSetKey.generate(owner, dataset_name)
@@ -199,10 +198,9 @@ def _encrypt_shards(args: argparse.Namespace) -> int:
     if (args.dataset is None) == (not args.paths):
         raise UsageError("with --shards give exactly one of --dataset NAME or PATH...")
     seed = parse_integer("seed", args.seed if args.seed is not None else 0, minimum=0)
-    owner = keys.load_public_key(args.owner_key)
     output_dir: Path = args.output
-    if output_dir.exists() and not output_dir.is_dir():
-        raise UsageError(f"--output must be a folder: {output_dir}")
+    _check_encryption_output(output_dir)
+    owner = keys.load_public_key(args.owner_key)
     selection = (
         DataSelection(dataset=args.dataset)
         if args.dataset is not None
@@ -239,6 +237,35 @@ def _encrypt_shards(args: argparse.Namespace) -> int:
         rows = ", ".join(f"{count} {name}" for name, count in shard.rows.items())
         console.print(f"{output_dir / shard.file}: {rows}", markup=False, soft_wrap=True)
     return 0
+
+
+def _check_encryption_output(output_dir: Path) -> None:
+    """A data set goes into a new or empty folder (the output rule of every command).
+
+    Said specifically for a folder holding another data set: every run makes a new data
+    key, so adding files there would mix two data sets under two keys in one folder.
+    """
+    from enclaverec.app.outputs import check_output_folder
+    from enclaverec.data.encrypted import ENCRYPTED_SUFFIX, read_unverified_header
+    from enclaverec.errors import EnclaveRecError, OutputFolderError
+
+    held = sorted(output_dir.glob(f"*{ENCRYPTED_SUFFIX}")) if output_dir.is_dir() else []
+    if held:
+        try:
+            header = read_unverified_header(held[0])
+            which = f"data set {header.dataset_name!r}, id {header.dataset_id.hex()}"
+        except EnclaveRecError:
+            which = f"{held[0].name}"
+        raise OutputFolderError(
+            f"{output_dir} already holds another encrypted data set ({which}); each "
+            "encryption makes a new data key, so give a new or empty --output folder"
+        )
+    check_output_folder(output_dir, overwrite=True)  # a file, or not writable
+    if output_dir.is_dir() and any(output_dir.iterdir()):
+        raise OutputFolderError(
+            f"refusing to write into the non-empty folder {output_dir}: a data set goes "
+            "into a new or empty folder"
+        )
 
 
 def _plain_total(paths: list[Path]) -> int | None:

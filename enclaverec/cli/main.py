@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from enclaverec import __version__
 from enclaverec.cli.output import configure_logging, stderr_console
 from enclaverec.cli.registry import register_all
-from enclaverec.errors import EnclaveRecError, VerificationError
+from enclaverec.errors import EnclaveRecError, PathError, VerificationError
 
 log = logging.getLogger("enclaverec")
 
@@ -33,7 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        # Reported by the command's own parser, so the usage shown is the command's
+        # (`train --foo` shows train's usage, not the list of commands).
+        getattr(args, "_command_parser", parser).error(
+            f"unrecognized arguments: {' '.join(extras)}"
+        )
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
@@ -60,20 +66,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
+    except OSError as exc:
+        if not PathError.is_path_error(exc):
+            return _internal_error(exc, args.log_level)
+        # A path problem a command did not name itself: the same one line as everywhere.
+        error = PathError.from_os_error(exc)
+        stderr_console().print(f"enclaverec: error: {error}", markup=False, soft_wrap=True)
+        if args.log_level == "debug":
+            log.exception("traceback")
+        return error.exit_code
     except KeyboardInterrupt:
         stderr_console().print("enclaverec: interrupted", markup=False, soft_wrap=True)
         return 130
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, exit 1
-        stderr_console().print(
-            f"enclaverec: internal error: {type(exc).__name__}: {exc} "
-            "(run with --log-level debug for the traceback)",
-            markup=False,
-            soft_wrap=True,
-        )
-        if args.log_level == "debug":
-            log.exception("traceback")
-        return 1
+        return _internal_error(exc, args.log_level)
     return int(result or 0)
+
+
+def _internal_error(exc: BaseException, log_level: str) -> int:
+    stderr_console().print(
+        f"enclaverec: internal error: {type(exc).__name__}: {exc} "
+        "(run with --log-level debug for the traceback)",
+        markup=False,
+        soft_wrap=True,
+    )
+    if log_level == "debug":
+        log.exception("traceback")
+    return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -53,6 +53,8 @@ def add_command(
         allow_abbrev=False,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    # The deepest parser's default wins: main reports stray arguments with its usage.
+    parser.set_defaults(_command_parser=parser)
     if handler is not None:
         parser.set_defaults(handler=handler)
     else:

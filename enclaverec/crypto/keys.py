@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 # Identity keys are P-256 keys; one generator for every key of the project.
 from enclaverec.crypto.signing import generate_p256_key as generate_private_key  # noqa: F401
-from enclaverec.errors import IntegrityError, MalformedInputError, UsageError
+from enclaverec.errors import IntegrityError, MalformedInputError, PathError, UsageError
 from enclaverec.files import write_new
 
 MIN_PASSPHRASE_LENGTH = 8
@@ -54,6 +54,8 @@ def save_key_pair(
     """
     path = Path(path)
     public_path = path.with_name(path.name + PUBLIC_SUFFIX)
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder; give a file name for the private key")
     for existing in (path, public_path):
         if existing.exists():
             raise UsageError(f"refusing to overwrite existing file {existing}")
@@ -64,20 +66,27 @@ def save_key_pair(
         serialization.PrivateFormat.PKCS8,
         serialization.BestAvailableEncryption(passphrase),
     )
-    write_new(path, encrypted, 0o600)
+    try:
+        write_new(path, encrypted, 0o600)
+    except OSError as exc:
+        raise PathError.from_os_error(exc, path=path, what="private key file") from exc
     try:
         write_new(public_path, public_key_pem(private_key.public_key()), 0o644)
-    except BaseException:
+    except BaseException as exc:
         path.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise PathError.from_os_error(exc, path=public_path, what="public key file") from exc
         raise
     return path, public_path
 
 
 def load_private_key(path: Path, passphrase: bytes) -> ec.EllipticCurvePrivateKey:
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError as exc:
-        raise UsageError(f"private key not found: {path}") from exc
+    data = _read_key_file(path, "private key")
+    if data.lstrip().startswith(b"-----BEGIN PUBLIC KEY-----"):
+        # Said before trying the passphrase: "wrong passphrase" would point the wrong way.
+        raise UsageError(
+            f"{path} is a public key; give the private key (the file without {PUBLIC_SUFFIX})"
+        )
     try:
         key = serialization.load_pem_private_key(data, password=passphrase)
     except (ValueError, TypeError) as exc:
@@ -91,11 +100,14 @@ def load_private_key(path: Path, passphrase: bytes) -> ec.EllipticCurvePrivateKe
 
 
 def load_public_key(path: Path) -> ec.EllipticCurvePublicKey:
+    return parse_public_key_pem(_read_key_file(path, "public key"), source=str(path))
+
+
+def _read_key_file(path: Path, what: str) -> bytes:
     try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError as exc:
-        raise UsageError(f"public key not found: {path}") from exc
-    return parse_public_key_pem(data, source=str(path))
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise PathError.from_os_error(exc, path=path, what=what) from exc
 
 
 def parse_public_key_pem(data: bytes, *, source: str = "public key") -> ec.EllipticCurvePublicKey:
@@ -117,8 +129,12 @@ def read_passphrase(passphrase_file: Path | None, *, confirm: bool) -> bytes:
     if passphrase_file is not None:
         try:
             text = Path(passphrase_file).read_text(encoding="utf-8")
-        except FileNotFoundError as exc:
-            raise UsageError(f"passphrase file not found: {passphrase_file}") from exc
+        except OSError as exc:
+            raise PathError.from_os_error(
+                exc, path=passphrase_file, what="passphrase file"
+            ) from exc
+        except UnicodeDecodeError as exc:
+            raise PathError.not_utf8(passphrase_file, what="passphrase file") from exc
         passphrase = text.splitlines()[0] if text else ""
     else:
         if not sys.stdin.isatty():

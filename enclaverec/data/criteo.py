@@ -37,7 +37,7 @@ from enclaverec.data.schema import (
     Examples,
     FeatureSpec,
 )
-from enclaverec.errors import ConfigError, DataFormatError, UsageError
+from enclaverec.errors import ConfigError, DataFormatError, PathError, UsageError
 
 __all__ = [
     "CATEGORICAL_NAMES",
@@ -365,12 +365,8 @@ def _open(path: Path) -> tuple[BinaryIO, BinaryIO]:
     """(raw file, stream to read): gzip is recognised by its magic bytes, not the name."""
     try:
         raw = path.open("rb")
-    except FileNotFoundError as exc:
-        raise UsageError(f"data file not found: {path}") from exc
-    except IsADirectoryError as exc:
-        raise UsageError(f"data path is a directory, not a file: {path}") from exc
     except OSError as exc:
-        raise UsageError(f"cannot read data file {path}: {exc.strerror}") from exc
+        raise PathError.from_os_error(exc, path=path, what="data file") from exc
     if starts_gzip(raw):
         return raw, gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
     return raw, raw
@@ -419,9 +415,11 @@ def check_paths(paths: Iterable[Path]) -> tuple[Path, ...]:
         raise UsageError("no data file given")
     for path in checked:
         if not path.exists():
-            raise UsageError(f"data file not found: {path}")
+            raise PathError(path, "not found", what="data file")
+        if path.is_dir():
+            raise PathError(path, "is a folder, not a file", what="data file")
         if not path.is_file():
-            raise UsageError(f"data path is not a file: {path}")
+            raise PathError(path, "is not a regular file", what="data file")
     return checked
 
 

@@ -32,6 +32,7 @@ from enclaverec.data.registry import builtin_dataset
 from enclaverec.data.schema import DataSet, Examples, FeatureSpec
 from enclaverec.data.split import SplitRule, split_examples
 from enclaverec.errors import ConfigError, DataFormatError, UsageError
+from enclaverec.terminal import make_console
 
 __all__ = [
     "DataSelection",
@@ -173,7 +174,6 @@ def _byte_progress(
         yield None
         return
     # rich is imported here: data is also used by processes that never draw progress.
-    from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
     total = sum(p.stat().st_size for p in paths)
@@ -182,7 +182,7 @@ def _byte_progress(
         BarColumn(),
         DownloadColumn(),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
+        console=make_console(stderr=True),
         transient=True,
     ) as bar:
         task = bar.add_task("reading", total=total)

@@ -186,6 +186,7 @@ class FederatedAggregator:
         self._finished: set[str] = set()
         self._attested_peers: dict[str, dict[str, Any]] = {}
         self._wire_bytes: dict[int, dict[str, int]] = {}
+        self._train_loss: dict[int, float] = {}
         self._round_started = time.perf_counter()
         self._started = time.perf_counter()
         self._failed: Exception | None = None
@@ -500,6 +501,13 @@ class FederatedAggregator:
 
     def _aggregate(self, round_index: int, replies: dict[str, PushedUpdate]) -> None:
         parties = list(replies)
+        # The round's training loss for the curves: the parties' reported mean losses
+        # (finite, checked on receipt), weighted by their bounded sample counts.
+        weights = [max(reply.update.num_samples, 0) for reply in replies.values()]
+        if sum(weights) > 0:
+            self._train_loss[round_index] = sum(
+                w * reply.train_loss for w, reply in zip(weights, replies.values(), strict=True)
+            ) / sum(weights)
         strategy_state = {name: value.copy() for name, value in self.strategy.state().items()}
         try:
             change = self.strategy.aggregate(
@@ -518,7 +526,11 @@ class FederatedAggregator:
             self.audit.write("refused", round=round_index, parties=parties, reason=str(exc))
         self.state.aggregated_round = round_index
         self.state.strategy_state = dict(self.strategy.state())
-        self.state.train_samples += sum(reply.update.num_samples for reply in replies.values())
+        # A party's weight is its rows (one epoch); it trained them local-epochs times, as
+        # centralized training counts every epoch's rows.
+        self.state.train_samples += self.plan.local.epochs * sum(
+            reply.update.num_samples for reply in replies.values()
+        )
         # Parties train in parallel: the round's training phase lasts as long as its slowest.
         self.state.train_seconds += max(reply.train_seconds for reply in replies.values())
         for party in parties:
@@ -568,6 +580,7 @@ class FederatedAggregator:
             "round_seconds": time.perf_counter() - self._round_started,
             "parties_evaluated": sorted(replies),
             "bytes_received": self._wire_bytes.get(round_index, {}),
+            "train_loss": self._train_loss.get(round_index),
         }
         self._round_started = time.perf_counter()
         self.state.history.append(record)

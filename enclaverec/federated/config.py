@@ -54,6 +54,19 @@ class UpdateEncoding(enum.Enum):
 
 _table = config_tables.table
 _check_keys = config_tables.check_keys
+
+
+def _check_format(table: Mapping[str, Any], where: str) -> None:
+    """The file's format version: missing and unknown are told apart, each naming the key."""
+    if "format" not in table:
+        raise ConfigError(f"{where}: missing key format (expected format = {FORMAT_VERSION})")
+    if table["format"] != FORMAT_VERSION:
+        raise ConfigError(
+            f"{where}: format = {table['format']!r} is not one this build reads "
+            f"(expected {FORMAT_VERSION})"
+        )
+
+
 _get = config_tables.get
 
 
@@ -306,10 +319,7 @@ class FederationConfig:
             {"name", "format", "tee", "parties_attest", "simulation", "pccs_url"},
             f"{where} [federation]",
         )
-        if federation.get("format") != FORMAT_VERSION:
-            raise ConfigError(
-                f"{where}: format {federation.get('format')!r} is not {FORMAT_VERSION}"
-            )
+        _check_format(federation, f"{where} [federation]")
         try:
             tee = TEEKind(_get(federation, "tee", str, where))
         except ValueError as exc:
@@ -433,8 +443,7 @@ class PartyConfig:
             },  # fmt: skip
             f"{where} [party]",
         )
-        if party.get("format") != FORMAT_VERSION:
-            raise ConfigError(f"{where}: format {party.get('format')!r} is not {FORMAT_VERSION}")
+        _check_format(party, f"{where} [party]")
         aggregator = _table(data, "aggregator", where)
         _check_keys(aggregator, {"host", "port", "enrollment_port"}, f"{where} [aggregator]")
         try:

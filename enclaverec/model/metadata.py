@@ -69,6 +69,10 @@ class ModelMetadata:
 def read_metadata(directory: Path) -> ModelMetadata:
     """The metadata of the saved model in ``directory``."""
     path = Path(directory) / METADATA_FILE
+    if Path(directory).exists() and not Path(directory).is_dir():
+        raise UsageError(
+            f"--model {directory} is a file, not a folder: give the folder `train --export` wrote"
+        )
     if not Path(directory).is_dir():
         raise UsageError(f"model folder not found: {directory}")
     try:

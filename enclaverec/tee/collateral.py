@@ -22,7 +22,7 @@ from typing import Protocol
 import dcap_qvl
 
 from enclaverec.crypto.certs import load_crl
-from enclaverec.errors import MalformedEvidenceError, TransportError, UsageError
+from enclaverec.errors import MalformedEvidenceError, PathError, TransportError, UsageError
 
 COLLATERAL_FIELDS = (
     "pck_crl_issuer_chain",
@@ -170,8 +170,8 @@ def load_collateral_file(path: str | Path) -> Collateral:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise UsageError(f"collateral file not found: {path}") from exc
+    except OSError as exc:
+        raise PathError.from_os_error(exc, path=path, what="collateral file") from exc
     except UnicodeDecodeError as exc:
         raise MalformedEvidenceError(f"{path}: collateral is not UTF-8 text") from exc
     return Collateral.from_json(text, source=str(path))
@@ -203,6 +203,25 @@ class SimulationCollateral:
         return f"SIMULATED deployment {self.folder}"
 
 
+def check_pccs_url(url: str) -> str:
+    """A PCCS address is an http(s) URL with a host; anything else is refused before any
+    request (dcap-qvl would only say "builder error")."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        _ = parts.port  # a port that is not a number raises ValueError
+    except ValueError:
+        valid = False
+    if not valid:
+        raise UsageError(
+            f"PCCS URL {url!r} is not an http(s) URL with a host "
+            "(e.g. https://pccs.example.com:8081/sgx/certification/v4/)"
+        )
+    return url
+
+
 @dataclass(frozen=True)
 class PCCSCollateral:
     """Collateral fetched from a PCCS (or Intel's PCS) for each quote's FMSPC.
@@ -213,6 +232,9 @@ class PCCSCollateral:
 
     url: str
     timeout_seconds: float = DEFAULT_PCCS_TIMEOUT_SECONDS
+
+    def __post_init__(self) -> None:
+        check_pccs_url(self.url)
 
     def collateral_for(self, quote: bytes) -> Collateral:
         async def fetch() -> dcap_qvl.QuoteCollateralV3:

@@ -37,6 +37,9 @@ def test_synthetic_run_reports_the_oracle_and_the_linear_baseline(tmp_path):
     assert metrics["test_covers_all_parties"] is True
     assert (out / "curves.png").stat().st_size > 0
     assert "round 1/1: validation AUC" in result.stderr
+    # The round's training loss (the parties' reported means) reaches the history and
+    # the curves (issue 11 item 13).
+    assert all(0 < entry["train_loss"] < 5 for entry in metrics["history"]), metrics["history"]
 
 
 def test_the_plaintext_baseline_warns_and_attests_no_one(tmp_path):

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import re
 import time
 from pathlib import Path
 from typing import Any
 
-from enclaverec.cli.output import stdout_console
+from enclaverec.cli.output import JSONErrorParser, failure_document, print_json, stdout_console
 from enclaverec.cli.registry import add_command
-from enclaverec.errors import UsageError, VerificationError
+from enclaverec.errors import EnclaveRecError, PathError, UsageError
 
 _HEX_MEASUREMENT = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -34,7 +33,10 @@ Exit codes: 0 accepted, 3 refused by a check, 2 usage error or malformed input,
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     group = add_command(subparsers, "attest", help="show and verify attestation evidence")
-    sub = group.add_subparsers(dest="attest_command", metavar="SUBCOMMAND")
+    # With --json, even a usage error of these parsers is a JSON object on stdout.
+    sub = group.add_subparsers(
+        dest="attest_command", metavar="SUBCOMMAND", parser_class=JSONErrorParser
+    )
 
     show = add_command(
         sub,
@@ -70,7 +72,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--pccs", metavar="URL", help="fetch collateral from this PCCS")
     verify.add_argument(
         "--at",
-        type=int,
         metavar="UNIX_TIME",
         help="verification time in Unix seconds (default: now)",
     )
@@ -118,10 +119,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
-    except FileNotFoundError as exc:
-        raise UsageError(f"{what} not found: {path}") from exc
-    except IsADirectoryError as exc:
-        raise UsageError(f"{what} is a directory: {path}") from exc
+    except OSError as exc:
+        raise PathError.from_os_error(exc, path=path, what=what) from exc
 
 
 def _is_certificate(data: bytes) -> bool:
@@ -130,19 +129,8 @@ def _is_certificate(data: bytes) -> bool:
     return data.lstrip().startswith(b"-----BEGIN") or data[:1] == b"\x30"
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_jsonable(item) for item in value]
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    return str(value)
-
-
 def _print_json(document: dict[str, Any]) -> None:
-    # Plain print: rich would wrap long hex strings and break the JSON.
-    print(json.dumps(document, indent=2))
+    print_json(document)
 
 
 def _quote_fields(quote: Any) -> dict[str, Any]:
@@ -321,8 +309,30 @@ def _simulation_root_certificate(path: Path) -> bytes:
     return _read(path, "simulation root certificate")
 
 
+MAX_UNIX_TIME = 253402300799
+"""9999-12-31T23:59:59Z: the last second a certificate's validity can name."""
+
+
 def _verify(args: argparse.Namespace) -> int:
+    """Every outcome with --json is one JSON object on stdout (the keys ``accepted``,
+    ``failed_check``, ``got`` and ``expected`` always present), also a refusal of the
+    input or of a flag's value; without it, errors go to cli/main.py as for any command."""
+    try:
+        return _verify_evidence(args)
+    except (EnclaveRecError, OSError) as exc:
+        if not args.json:
+            raise
+        if isinstance(exc, OSError):
+            if not PathError.is_path_error(exc):
+                raise
+            exc = PathError.from_os_error(exc)
+        _print_json(failure_document(exc))
+        return exc.exit_code
+
+
+def _verify_evidence(args: argparse.Namespace) -> int:
     from enclaverec.cli.config import load_toml
+    from enclaverec.cli.options import parse_integer
     from enclaverec.tee.collateral import FileCollateral, PCCSCollateral, SimulationCollateral
     from enclaverec.tee.policy import PolicySpec
     from enclaverec.tee.ratls import verify_ratls_certificate
@@ -368,37 +378,27 @@ def _verify(args: argparse.Namespace) -> int:
         provider = SimulationCollateral(args.collateral)
     else:
         provider = FileCollateral(args.collateral)
-    now = args.at if args.at is not None else int(time.time())
+    now = int(time.time())
+    if args.at is not None:
+        now = parse_integer("at", args.at, minimum=0)
+        if now > MAX_UNIX_TIME:
+            raise UsageError(f"--at must be at most {MAX_UNIX_TIME} (year 9999), got {now}")
     verifier = DCAPVerifier(roots)
 
-    try:
-        if args.quote is not None:
-            quote = _read(args.quote, "quote file")
-            verified = verifier.verify(quote, provider.collateral_for(quote), policy, now=now)
-            peer = None
-        else:
-            peer = verify_ratls_certificate(
-                _read(args.cert, "certificate file"),
-                verifier,
-                provider,
-                policy,
-                now=now,
-                expected_nonce=expected_nonce,
-            )
-            verified = peer.identity
-    except VerificationError as exc:
-        if not args.json:
-            raise
-        _print_json(
-            {
-                "accepted": False,
-                "failed_check": exc.check,
-                "got": _jsonable(exc.got),
-                "expected": _jsonable(exc.expected),
-                "message": str(exc),
-            }
+    if args.quote is not None:
+        quote = _read(args.quote, "quote file")
+        verified = verifier.verify(quote, provider.collateral_for(quote), policy, now=now)
+        peer = None
+    else:
+        peer = verify_ratls_certificate(
+            _read(args.cert, "certificate file"),
+            verifier,
+            provider,
+            policy,
+            now=now,
+            expected_nonce=expected_nonce,
         )
-        return exc.exit_code
+        verified = peer.identity
 
     document: dict[str, Any] = {"accepted": True} | verified.to_dict()
     document["identity_checked"] = spec.identity_checked

@@ -25,6 +25,7 @@ from enclaverec.data.encrypted.format import (
 )
 from enclaverec.errors import (
     IntegrityError,
+    PathError,
     StorageError,
     UsageError,
 )
@@ -42,10 +43,8 @@ def read_unverified_header(path: Path) -> EncryptedFileHeader:
 def _open_fd(path: Path) -> int:
     try:
         return os.open(path, os.O_RDONLY)
-    except FileNotFoundError as exc:
-        raise UsageError(f"encrypted file not found: {path}") from exc
     except OSError as exc:
-        raise StorageError(f"cannot read {path}: {exc.strerror}") from exc
+        raise PathError.from_os_error(exc, path=path, what="encrypted file") from exc
 
 
 @contextlib.contextmanager

@@ -32,6 +32,7 @@ from enclaverec.data.encrypted.format import (
 )
 from enclaverec.errors import (
     DataFormatError,
+    PathError,
     StorageError,
     UsageError,
 )
@@ -56,10 +57,8 @@ def _open_plaintext(source: Path) -> IO[bytes]:
     """Open a plain or gzip file (told apart by its magic bytes, not its name)."""
     try:
         handle: IO[bytes] = open(source, "rb")  # noqa: SIM115 - returned to the caller
-    except FileNotFoundError as exc:
-        raise UsageError(f"input file not found: {source}") from exc
     except OSError as exc:
-        raise StorageError(f"cannot read {source}: {exc.strerror}") from exc
+        raise PathError.from_os_error(exc, path=source, what="input file") from exc
     from enclaverec.data.criteo import starts_gzip
 
     if starts_gzip(handle):  # type: ignore[arg-type]
@@ -296,8 +295,10 @@ def encrypt_files(
     if len(set(targets)) != len(targets):
         raise UsageError("two inputs have the same file name; their outputs would collide")
     for source in sources:
+        if Path(source).is_dir():
+            raise PathError(source, "is a folder; give the files in it", what="input file")
         if not Path(source).is_file():
-            raise UsageError(f"input file not found: {source}")
+            raise PathError(source, "not found", what="input file")
     for target in targets:
         if target.exists():
             raise UsageError(f"refusing to overwrite existing file {target}")

@@ -412,6 +412,8 @@ def test_simulated_certificate_with_nonce(run_cli, simulated):
         "got": NONCE.hex(),
         "expected": "00",
         "message": document["message"],
+        "error": "verification",
+        "exit_code": 3,
     }
 
 

@@ -264,8 +264,9 @@ def test_decrypt_refuses_to_overwrite(tmp_path, dataset, owner, run_cli):
 def test_encrypt_errors_are_usage_errors(tmp_path, owner, run_cli):
     _, public, _ = owner
     code, _, stderr = run_cli(
-        "data", "encrypt", tmp_path / "absent.txt", "--owner-key", public, "--output", tmp_path
-    )
+        "data", "encrypt", tmp_path / "absent.txt", "--owner-key", public, "--output",
+        tmp_path / "enc",
+    )  # fmt: skip
     assert code == 2
     assert "not found" in stderr
     source = tmp_path / "a.txt"

@@ -175,7 +175,7 @@ def test_an_unreadable_config_is_a_usage_error(run_cli, tmp_path):
     code, _, err = run_cli("train", "--dataset", "movielens-100k", "--config", bad)
     assert code == 2 and "invalid TOML" in err
     code, _, err = run_cli("train", "--dataset", "movielens-100k", "--config", tmp_path)
-    assert code == 2 and "cannot read the configuration file" in err
+    assert code == 2 and "configuration file is a folder, not a file" in err
 
 
 # --- outputs are checked before the first step (issue 11, items 2 and 3) ---------------------

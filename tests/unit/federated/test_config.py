@@ -77,7 +77,7 @@ def test_federation_file_loads(tmp_path):
     "overrides, message",
     [
         ({"plan.typo": 1}, "unknown key"),
-        ({"federation.format": 2}, "format 2 is not 1"),
+        ({"federation.format": 2}, "format = 2 is not one this build reads"),
         ({"federation.tee": "sgx"}, "'sgx' is not a valid"),
         ({"plan.rounds": "ten"}, "rounds has the wrong type"),
         ({"plan.rounds": True}, "rounds has the wrong type"),
