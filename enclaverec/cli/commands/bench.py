@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import argparse
 
-from enclaverec.cli import bench_crypto, bench_federated, bench_scale, bench_train
+from enclaverec.cli import (
+    bench_crypto,
+    bench_distributed,
+    bench_federated,
+    bench_robustness,
+    bench_scale,
+    bench_train,
+)
 from enclaverec.cli.registry import add_command
 
 
@@ -20,3 +27,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench_crypto.register(sub)
     bench_federated.register(sub)
     bench_scale.register(sub)
+    bench_distributed.register(sub)
+    bench_robustness.register(sub)

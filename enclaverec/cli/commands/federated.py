@@ -14,7 +14,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from enclaverec.app.data import DEFAULT_SEED, DataConfig
 from enclaverec.app.federation import (
     DEFAULT_DEADLINE_SECONDS,
     DEFAULT_LOCAL_EPOCHS,
@@ -30,12 +29,11 @@ from enclaverec.app.federation import (
     model_choices,
     simulate_federation,
 )
+from enclaverec.cli.data_flags import add_data_flags as _add_data_flags
+from enclaverec.cli.data_flags import data_config as _data_config
 from enclaverec.cli.options import parse_integer, parse_path, parse_positive_float
 from enclaverec.cli.output import ConsoleEvents, stdout_console
 from enclaverec.cli.registry import add_command
-from enclaverec.data.criteo import OnBadLine
-from enclaverec.data.registry import dataset_help, dataset_names
-from enclaverec.data.sources import DataSelection
 from enclaverec.errors import UsageError
 from enclaverec.federated.strategies import DEFAULT_STRATEGY, Clipping, strategy_help
 from enclaverec.federated.strategies.adaptive import AdaptiveOptions
@@ -47,28 +45,6 @@ log = logging.getLogger(__name__)
 
 
 # --- shared flags -----------------------------------------------------------------------
-
-
-def _add_data_flags(parser: argparse.ArgumentParser) -> None:
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--dataset", choices=dataset_names(), help=f"a built-in data set ({dataset_help()})"
-    )
-    source.add_argument(
-        "--data", nargs="+", metavar="PATH", help="Criteo-format files (plain or gzip)"
-    )
-    parser.add_argument("--table-size", metavar="ROWS", help="rows per embedding table for --data")
-    parser.add_argument(
-        "--on-bad-line",
-        choices=tuple(mode.value for mode in OnBadLine),
-        default=OnBadLine.FAIL.value,
-        help="malformed lines (default: fail)",
-    )
-    parser.add_argument(
-        "--seed",
-        default=str(DEFAULT_SEED),
-        help=f"split, partition and initial weights (default: {DEFAULT_SEED})",
-    )
 
 
 def _add_plan_flags(parser: argparse.ArgumentParser) -> None:
@@ -154,21 +130,6 @@ def _add_plan_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _data_config(args: argparse.Namespace) -> DataConfig:
-    if args.data:
-        selection = DataSelection(paths=tuple(parse_path("data", p) for p in args.data))
-    else:
-        selection = DataSelection(dataset=args.dataset)
-    return DataConfig(
-        selection=selection,
-        seed=parse_integer("seed", args.seed, minimum=0),
-        table_size=parse_integer("table-size", args.table_size, minimum=2)
-        if args.table_size
-        else None,
-        on_bad_line=OnBadLine.parse(args.on_bad_line),
-    )
-
-
 def _optional(parse, name: str, value: Any, **kwargs: Any) -> Any:
     return None if value is None else parse(name, value, **kwargs)
 
@@ -249,6 +210,13 @@ def _init(args: argparse.Namespace) -> int:
     setup = federation_setup(args)
     tee = parse_tee(args.tee, "init")
     output = parse_path("output", args.output)
+    # A file, a folder under a file, an unwritable or a non-empty folder: refused before
+    # any data is loaded (init takes no --overwrite: its folder holds keys and shares).
+    from enclaverec.app.outputs import check_output_folder
+
+    check_output_folder(output, overwrite=True)
+    if output.is_dir() and any(output.iterdir()):
+        raise UsageError(f"refusing to write into the non-empty folder {output}")
     require_loopback_for_plaintext(tee, args.host)
     members, max_rows = _parse_members(args.member)
     # What the aggregator would refuse, refused before any data is loaded, by the same
@@ -356,7 +324,12 @@ def _aggregator(args: argparse.Namespace) -> int:
 
 def _party(args: argparse.Namespace) -> int:
     from enclaverec.federated.party import PartyOptions, PartyResult
-    from enclaverec.federated.roles import default_trainer_factory, make_party_session, run_party
+    from enclaverec.federated.roles import (
+        default_trainer_factory,
+        export_best_model,
+        make_party_session,
+        run_party,
+    )
 
     threads = parse_integer("threads", args.threads, minimum=1) if args.threads else None
     setup = make_party_session(parse_path("config", args.config))
@@ -365,7 +338,7 @@ def _party(args: argparse.Namespace) -> int:
     def export(result: PartyResult) -> None:
         if export_dir is None or result.best_model is None:
             return
-        _export_best(result, export_dir, setup.data)
+        export_best_model(result, export_dir)
 
     result = run_party(setup, default_trainer_factory(threads), PartyOptions(), export)
     stdout_console().print(
@@ -374,28 +347,6 @@ def _party(args: argparse.Namespace) -> int:
         markup=False,
     )
     return 0
-
-
-def _export_best(result: Any, directory: Path, data: Any) -> None:
-    """The best global model as a SavedModel in the party's own trust domain."""
-    from enclaverec.federated.config import ModelKind
-
-    plan = result.plan
-    if plan.model is not ModelKind.DLRM:
-        raise UsageError("--export writes a SavedModel of the DLRM; this federation trains logreg")
-    from enclaverec.dlrm.config import PRESETS, Preset
-    from enclaverec.model.export import ModelMetadata, export_saved_model
-
-    metadata = ModelMetadata(
-        spec=plan.features,
-        model=PRESETS[Preset(plan.preset)].model,
-        preset=plan.preset,
-        optimizer=plan.optimizer,
-        dataset=plan.dataset,
-        seed=plan.seed,
-        hashing=plan.hashing,
-    )
-    export_saved_model(result.trainer, result.best_model, directory, metadata)
 
 
 # --- simulate -----------------------------------------------------------------------------
