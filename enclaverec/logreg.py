@@ -134,6 +134,10 @@ class LogisticRegressionGradients:
     def table_names(self) -> list[str]:
         return [EMBEDDING_PREFIX + name for name in self.spec.categorical_names]
 
+    def predict(self, arrays: Mapping[str, np.ndarray], examples: Examples) -> np.ndarray:
+        """Click probabilities [N] of the model ``arrays`` (validation scores)."""
+        return LogisticRegressionTrainer(self.spec, examples).predict(arrays, examples)
+
     def gradients(self, batch: PulledBatch) -> BatchGradients:
         examples = batch.examples
         kernel, bias = batch.dense["linear/kernel"], batch.dense["linear/bias"]

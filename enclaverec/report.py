@@ -251,7 +251,7 @@ SAMPLES_PER_SECOND_NOTE = (
 DETAIL_KEYS = (
     ("parties", "parties"),
     ("workers", "workers"),
-    ("parameter_servers", "parameter servers"),
+    ("paramservers", "parameter servers"),
     ("partition", "partition"),
     ("strategy", "strategy"),
     ("local_epochs", "local epochs per round"),

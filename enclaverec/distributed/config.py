@@ -37,6 +37,8 @@ from enclaverec.config_tables import check_keys, get, table
 from enclaverec.data.schema import FeatureSpec
 from enclaverec.errors import ConfigError
 from enclaverec.files import read_toml
+from enclaverec.paramservice.shards import ShardMap as DataShardMap
+from enclaverec.schedule import StepSchedule
 from enclaverec.tee.kinds import TEEKind
 from enclaverec.tee.policy import PolicySpec
 from enclaverec.training import ModelKind, initial_model
@@ -130,6 +132,7 @@ class DistributedPlan:
     dataset: str
     features: FeatureSpec
     seed: int
+    train_rows: int
     epochs: int
     batch_size: int
     learning_rate: float
@@ -147,7 +150,7 @@ class DistributedPlan:
             raise ConfigError(f"a job has 1 to {MAX_WORKERS} workers")
         if len(set(self.workers)) != len(self.workers):
             raise ConfigError("worker ids must be distinct")
-        for name in ("epochs", "batch_size", "checkpoint_every"):
+        for name in ("train_rows", "epochs", "batch_size", "checkpoint_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
@@ -166,6 +169,15 @@ class DistributedPlan:
     def paramservers(self) -> tuple[str, ...]:
         return self.shard_map.paramservers
 
+    def data_shard_map(self) -> DataShardMap:
+        """The data plane's shard map (shard indices) of this plan's (member ids)."""
+        servers = self.shard_map.paramservers
+        return DataShardMap(len(servers), servers.index(self.shard_map.dense_shard))
+
+    def schedule(self) -> StepSchedule:
+        """The global batches of every step (``train``'s seeded permutation per epoch)."""
+        return StepSchedule(self.train_rows, self.batch_size, self.seed, self.epochs)
+
     def initial_model(self) -> tuple[Arrays, ModelLayout]:
         """The initial model (numpy, from the seed): what the parameter servers start from."""
         return initial_model(self.model, self.preset, self.features, self.seed)
@@ -177,6 +189,7 @@ class DistributedPlan:
             "optimizer": self.optimizer,
             "dataset": self.dataset,
             "seed": self.seed,
+            "train_rows": self.train_rows,
             "epochs": self.epochs,
             "batch_size": self.batch_size,
             "learning_rate": self.learning_rate,
@@ -194,7 +207,7 @@ class DistributedPlan:
     @classmethod
     def from_toml(cls, data: Mapping[str, Any], *, where: str = "[plan]") -> DistributedPlan:
         known = {
-            "model", "preset", "optimizer", "dataset", "seed", "epochs", "batch_size",
+            "model", "preset", "optimizer", "dataset", "seed", "train_rows", "epochs", "batch_size",
             "learning_rate", "patience", "mode", "max_staleness", "checkpoint_every",
             "worker_deadline_seconds", "workers", "shards", "features", "hashing",
         }  # fmt: skip
@@ -216,6 +229,7 @@ class DistributedPlan:
             dataset=get(data, "dataset", str, where),
             features=features,
             seed=get(data, "seed", int, where),
+            train_rows=get(data, "train_rows", int, where),
             epochs=get(data, "epochs", int, where),
             batch_size=get(data, "batch_size", int, where),
             learning_rate=float(get(data, "learning_rate", _NUMBER, where)),

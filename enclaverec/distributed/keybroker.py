@@ -131,7 +131,7 @@ class EpochRecord:
             "val_auc": self.val_auc,
             "val_logloss": self.val_logloss,
             "wall_seconds": self.wall_seconds,
-            "step": self.steps,
+            "steps": self.steps,  # the global step count after the epoch (not a unit key)
         }
 
 
@@ -719,6 +719,7 @@ class KeyBroker:
             "best_epoch": best.epoch,
             "history": [record.history_entry() for record in records],
             "train_samples_per_second": samples / train_seconds if train_seconds > 0 else 0.0,
+            "wall_seconds": records[-1].wall_seconds,
             "workers": len(plan.workers),
             "paramservers": len(plan.paramservers),
             "training_mode": plan.mode.value,

@@ -18,12 +18,14 @@ from enclaverec.tee.policy import PolicySpec
 from enclaverec.tee.role_setup import role_backend, verifier_context
 from enclaverec.transport.endpoints import ServerEndpoints
 from enclaverec.transport.enrollment import EnrollmentCredentials
+from enclaverec.transport.proto import keybroker_pb2, keybroker_pb2_grpc
 from enclaverec.transport.session import ClientSession, Session
 
 T = TypeVar("T")
 
 CHECK_METADATA = "enclaverec-check"
 RETRY_SECONDS = 0.5
+DIRECTIVE_POLL_SECONDS = 10.0
 
 
 def keybroker_session(
@@ -83,3 +85,34 @@ def call_keybroker(
             if isinstance(error, RequestRefusedError) or time.monotonic() >= deadline:
                 raise error from exc
         time.sleep(RETRY_SECONDS)
+
+
+def next_directive(
+    session: Session,
+    epoch: int,
+    *,
+    deadline_seconds: float,
+    on_wait: Callable[[], None] | None = None,
+) -> tuple[bool, int]:
+    """After ``epoch``: (continue?, best epoch so far), waiting while the epoch is open
+    (``on_wait`` after each long poll that ended without a decision) and while the key
+    broker is unreachable (restarting)."""
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        reply = call_keybroker(
+            session,
+            lambda channel: keybroker_pb2_grpc.KeyBrokerStub(channel).GetDirective(
+                keybroker_pb2.DirectiveRequest(epoch=epoch, wait_seconds=DIRECTIVE_POLL_SECONDS),
+                timeout=DIRECTIVE_POLL_SECONDS + 30,
+            ),
+            "the next directive",
+            wait_while_not_ready=max(0.0, deadline - time.monotonic()),
+        )
+        if reply.kind == keybroker_pb2.CONTINUE:
+            return True, reply.best_epoch
+        if reply.kind == keybroker_pb2.STOP:
+            return False, reply.best_epoch
+        if time.monotonic() > deadline:
+            raise TrainingError(f"epoch {epoch} did not close within {deadline_seconds:.0f} s")
+        if on_wait is not None:
+            on_wait()

@@ -26,7 +26,7 @@ from enclaverec.distributed.config import OwnerConfig
 from enclaverec.distributed.keybroker import NO_CERTIFICATE, submission_statement
 from enclaverec.distributed.members import refusal
 from enclaverec.distributed.result import JobResult, open_result
-from enclaverec.errors import IntegrityError, TrainingError, UsageError
+from enclaverec.errors import IntegrityError, TrainingError, TransportError, UsageError
 from enclaverec.tee.kinds import TEEKind
 from enclaverec.tee.role_setup import verifier_context
 from enclaverec.transport import tensors
@@ -139,7 +139,14 @@ class OwnerClient:
         """Poll the status until the job finished or failed; its last status."""
         deadline = time.monotonic() + timeout
         while True:
-            status = self.status()
+            try:
+                status = self.status()
+            except TransportError:
+                # The key broker is down or restarting (it resumes from sealed state).
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(poll)
+                continue
             if status["finished"] or status["failed"]:
                 return status
             if time.monotonic() > deadline:

@@ -124,6 +124,9 @@ class StepLoopConfig:
     first: int = 1
     last: int | None = None
     barrier_deadline_seconds: float = DEFAULT_BARRIER_DEADLINE_SECONDS
+    first_barrier_deadline_seconds: float | None = None
+    """The deadline of the loop's first barrier (the other workers may still be starting:
+    attesting, loading TensorFlow); None: ``barrier_deadline_seconds``."""
 
     def __post_init__(self) -> None:
         last = self.schedule.total_steps if self.last is None else self.last
@@ -157,7 +160,10 @@ def run_worker_steps(
     table_names = trainer.table_names()
     for step in range(config.first, config.last_step + 1):
         started = clock()
-        client.await_step(step - 1, config.barrier_deadline_seconds)
+        deadline = config.barrier_deadline_seconds
+        if step <= config.first + 1 and config.first_barrier_deadline_seconds is not None:
+            deadline = max(deadline, config.first_barrier_deadline_seconds)
+        client.await_step(step - 1, deadline)
         waited = clock()
         rows = data.rows_of(config.schedule.batch(step))
         before = client.traffic.pulled

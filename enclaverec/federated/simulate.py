@@ -13,9 +13,7 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +25,11 @@ from enclaverec.errors import EnclaveRecError, TrainingError
 from enclaverec.federated.aggregator import AUDIT_FILE, SUMMARY_FILE
 from enclaverec.federated.config import FederatedPlan
 from enclaverec.federated.setup import FederationFiles, init_federation
+from enclaverec.processes import AuditFollower as _AuditFollower
+from enclaverec.processes import failure as _failure
+from enclaverec.processes import last_error_line as last_error_line
+from enclaverec.processes import role_command as _role_command
+from enclaverec.processes import wait_for_port as _wait_for_port
 from enclaverec.tee.kinds import TEEKind
 from enclaverec.transport.endpoints import free_ports as free_ports  # shared home
 
@@ -56,67 +59,6 @@ class SimulationResult:
     party_exit_codes: dict[str, int]
     wall_seconds: float
     logs: Path
-
-
-def last_error_line(log_path: Path) -> str | None:
-    """The cause of a role's failure as its log states it: the last line the command
-    printed on its way out (``enclaverec: error: ...``, ``enclaverec: refused ...``), else
-    the last line logged at ERROR, else the last line; None without a readable log."""
-    try:
-        lines = [
-            line.strip()
-            for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines()
-            if line.strip()
-        ]
-    except OSError:
-        return None
-    for prefix in ("enclaverec: ", "ERROR"):
-        for line in reversed(lines):
-            if line.startswith(prefix):
-                return line
-    return lines[-1] if lines else None
-
-
-def _failure(name: str, code: int | None, logs: Path) -> str:
-    """``name (exit N: cause; log: path)``, the cause from the role's own log."""
-    log_path = logs / f"{name}.log"
-    cause = last_error_line(log_path)
-    return f"{name} (exit {code}" + (f": {cause}" if cause else "") + f"; log: {log_path})"
-
-
-def _role_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "enclaverec.cli.main", *args]
-
-
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], *, timeout: float) -> None:
-    """Until the aggregator accepts connections (or exits, or the timeout passes)."""
-    give_up = time.monotonic() + timeout
-    while time.monotonic() < give_up:
-        if process.poll() is not None:
-            return  # it failed; the caller reports its exit code and log
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1.0):
-                return
-        except OSError:
-            time.sleep(0.1)
-
-
-class _AuditFollower:
-    """Reads new lines of the aggregator's audit log as they are written."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-
-    def new_events(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        with self.path.open("rb") as handle:
-            handle.seek(self.offset)
-            data = handle.read()
-        complete = data[: data.rfind(b"\n") + 1]
-        self.offset += len(complete)
-        return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 def run_simulation(

@@ -10,14 +10,16 @@ The embedding gradient comes back per unique row, repeated ids summed, as the tr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from enclaverec.arrays import SparseRows
-from enclaverec.data.schema import DENSE_DTYPE, LABEL_DTYPE, FeatureSpec
+from enclaverec.data.schema import DENSE_DTYPE, LABEL_DTYPE, Examples, FeatureSpec
 from enclaverec.dlrm.config import DLRMConfig
 from enclaverec.dlrm.weights import embedding_name, interaction_width
 from enclaverec.errors import ConfigError
-from enclaverec.gradients import BatchGradients, PulledBatch
+from enclaverec.gradients import BatchGradients, PulledBatch, batch_ids
 from enclaverec.model._tf import tf
 from enclaverec.model.layers import DenseArch, InteractionArch, OverArch
 
@@ -68,10 +70,50 @@ class DLRMGradients:
             # trainer's unique_rows (repeated ids added before any statistic).
             return loss, tf.convert_to_tensor(row_gradient), dense_gradients
 
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None, d], tf.float32),
+                tf.TensorSpec([None, f], tf.int32),
+                tf.TensorSpec([None, e], tf.float32),
+            ]
+        )
+        def forward(dense, local_rows, pulled):
+            bottom = self.dense_arch(dense)
+            embedded = tf.gather(pulled, local_rows)
+            return tf.sigmoid(self.over_arch(self.interaction_arch(bottom, embedded)))
+
         self._step = step
+        self._forward = forward
 
     def table_names(self) -> list[str]:
         return list(self._tables)
+
+    def predict(
+        self, arrays: Mapping[str, np.ndarray], examples: Examples, *, rows_per_call: int = 8192
+    ) -> np.ndarray:
+        """Click probabilities [N] of the model ``arrays`` for ``examples`` (validation
+        scores): the same forward pass, each chunk given only the table rows it uses."""
+        for name, variable in self._dense_named:
+            variable.assign(np.asarray(arrays[name], np.float32))
+        parts = []
+        for start in range(0, len(examples), rows_per_call):
+            chunk = examples.take(np.arange(start, min(start + rows_per_call, len(examples))))
+            ids = batch_ids(chunk, self._tables)
+            offsets = np.cumsum([0] + [len(unique) for unique, _ in ids.values()])
+            local = np.stack(
+                [inverse + offsets[i] for i, (_, inverse) in enumerate(ids.values())], axis=1
+            ).astype(np.int32)
+            pulled = np.concatenate(
+                [np.asarray(arrays[name])[unique] for name, (unique, _) in ids.items()], axis=0
+            ).astype(np.float32)
+            parts.append(
+                self._forward(
+                    tf.convert_to_tensor(np.asarray(chunk.dense, DENSE_DTYPE)),
+                    tf.convert_to_tensor(local),
+                    tf.convert_to_tensor(pulled),
+                ).numpy()
+            )
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
     def gradients(self, batch: PulledBatch) -> BatchGradients:
         names = [table.name for table in batch.tables]

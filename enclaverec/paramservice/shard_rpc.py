@@ -426,6 +426,22 @@ class ShardedClient:
         self._fan_out(wait_one, list(range(self.shard_map.shards)))  # type: ignore[arg-type]
         self.traffic.calls += self.shard_map.shards
 
+    def applied_step(self) -> int:
+        """The last step whose barrier every shard passed (where a restarted worker
+        resumes: the step after it)."""
+        request = shard_pb2.StepRequest(step=0, wait_seconds=0.0)
+
+        def ask(shard: int) -> int:
+            reply = self._rpc(
+                shard,
+                lambda channel: shard_pb2_grpc.ParameterShardStub(channel).AwaitStep(
+                    request, timeout=RPC_TIMEOUT_SECONDS
+                ),
+            )
+            return int(reply.applied_step)  # type: ignore[attr-defined]
+
+        return min(self._fan_out(ask, list(range(self.shard_map.shards))))  # type: ignore[type-var]
+
     # --- whole model ------------------------------------------------------------------------
 
     def pull_model(self) -> tuple[Arrays, int]:

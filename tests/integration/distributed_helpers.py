@@ -47,7 +47,13 @@ def tiny_dataset(rows: int = 1200, seed: int = 7) -> DataSet:
 
 
 def logreg_plan(
-    data: DataSet, *, workers: int = 2, paramservers: int = 1, epochs: int = 3
+    data: DataSet,
+    *,
+    workers: int = 2,
+    paramservers: int = 1,
+    epochs: int = 3,
+    worker_deadline_seconds: float = 30.0,
+    patience: int | None = 2,
 ) -> DistributedPlan:
     return DistributedPlan(
         model=ModelKind.LOGREG,
@@ -56,14 +62,15 @@ def logreg_plan(
         dataset=data.name,
         features=data.spec,
         seed=SEED,
+        train_rows=len(data.train),
         epochs=epochs,
         batch_size=64,
         learning_rate=0.5,
-        patience=2,
+        patience=patience,
         mode=TrainingMode.SYNC,
         max_staleness=0,
         checkpoint_every=10,
-        worker_deadline_seconds=30.0,
+        worker_deadline_seconds=worker_deadline_seconds,
         workers=tuple(worker_id(i) for i in range(workers)),
         shard_map=ShardMap(tuple(paramserver_id(i) for i in range(paramservers)), "ps-0"),
     )
@@ -87,6 +94,8 @@ def make_job(
     name: str = "job",
     data: DataSet | None = None,
     epochs: int = 3,
+    worker_deadline_seconds: float = 30.0,
+    patience: int | None = 2,
 ) -> Job:
     """Owner key, encrypted shards and a job's files, under ``folder``."""
     data = data or tiny_dataset()
@@ -103,7 +112,14 @@ def make_job(
     ports = free_ports(2 + 2 * paramservers)
     files = init_job(
         folder / "job",
-        plan=logreg_plan(data, workers=workers, paramservers=paramservers, epochs=epochs),
+        plan=logreg_plan(
+            data,
+            workers=workers,
+            paramservers=paramservers,
+            epochs=epochs,
+            worker_deadline_seconds=worker_deadline_seconds,
+            patience=patience,
+        ),
         shards=shards,
         tee=tee,
         ports=JobPorts(

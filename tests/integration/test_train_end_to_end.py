@@ -119,7 +119,7 @@ def test_demo_reaches_the_movielens_target(run_cli, tmp_path):
     code, stdout, err = run_cli("demo", "--output", tmp_path)
     assert code == 0, err
     report = read_json(tmp_path / "report.json")
-    central, federated, baseline = report["summary"]
+    central, federated, baseline, distributed, distributed_none = report["summary"]
     assert (central["mode"], central["tee"]) == ("centralized", "none")
     assert (federated["mode"], federated["tee"]) == ("federated", "simulated")
     assert (baseline["mode"], baseline["tee"]) == ("federated", "none")
@@ -128,10 +128,21 @@ def test_demo_reaches_the_movielens_target(run_cli, tmp_path):
     # the test leaves room for floating-point differences between machines).
     assert abs(federated["test_auc"] - central["test_auc"]) < 0.01
     assert federated["test_auc"] == pytest.approx(baseline["test_auc"], abs=1e-6)
+    assert (distributed["mode"], distributed["tee"]) == ("distributed", "simulated")
+    assert (distributed_none["mode"], distributed_none["tee"]) == ("distributed", "none")
+    # Synchronous distributed training is train's run up to floating-point summation order.
+    for row in (distributed, distributed_none):
+        assert abs(row["test_auc"] - central["test_auc"]) < 0.002
     assert (tmp_path / "report.md").read_text().startswith("# enclaverec demo")
     runs = {
         name: read_json(tmp_path / name / "metrics.json")
-        for name in ("centralized", "federated-simulated", "federated-none")
+        for name in (
+            "centralized",
+            "federated-simulated",
+            "federated-none",
+            "distributed-simulated",
+            "distributed-none",
+        )
     }
     for metrics in runs.values():
         validate_metrics(metrics)
@@ -141,7 +152,9 @@ def test_demo_reaches_the_movielens_target(run_cli, tmp_path):
         runs["federated-simulated"]["attested_peers"]
         and not runs["federated-none"]["attested_peers"]
     )
-    assert "centralized" in stdout and "federated" in stdout
+    assert runs["distributed-simulated"]["attested_peers"] == 3  # 2 workers, 1 server
+    assert runs["distributed-none"]["attested_peers"] == 0
+    assert "centralized" in stdout and "federated" in stdout and "distributed" in stdout
 
 
 def test_bench_train_writes_its_figures(run_cli, tmp_path):

@@ -25,6 +25,7 @@ ENCLAVE_SIDE = [
     "enclaverec.schedule",
     "enclaverec.distributed.loopback",
     "enclaverec.distributed.steps",
+    "enclaverec.distributed.paramserver",
     "enclaverec.gradients",
     "enclaverec.federated.aggregate",
     "enclaverec.transport.tensors",

@@ -11,6 +11,7 @@ import argparse
 
 from enclaverec.cli import (
     bench_crypto,
+    bench_distributed,
     bench_federated,
     bench_robustness,
     bench_scale,
@@ -27,3 +28,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench_federated.register(sub)
     bench_scale.register(sub)
     bench_robustness.register(sub)
+    bench_distributed.register(sub)

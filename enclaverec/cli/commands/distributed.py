@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from enclaverec.cli.options import parse_integer, parse_path, parse_positive_float
-from enclaverec.cli.output import stderr_console, stdout_console
+from enclaverec.cli.output import stdout_console
 from enclaverec.cli.registry import add_command
 from enclaverec.errors import UsageError
 from enclaverec.tee.kinds import TEEKind, parse_tee, tee_choices, tee_help
@@ -33,60 +33,30 @@ DEFAULT_BASE_PORT = 50061
 # --- the plan -----------------------------------------------------------------------------
 
 
-def plan_from_flags(args: argparse.Namespace, manifest: Any, workers: int, paramservers: int):
-    """The job's plan: ``train``'s preset defaults (global batch, optimizer, epochs, early
-    stopping) for the shards' data set, overridden by flags."""
-    from enclaverec.distributed.config import (
-        DistributedPlan,
-        ShardMap,
-        TrainingMode,
-        paramserver_id,
-        worker_id,
-    )
-    from enclaverec.dlrm.config import PRESETS, Preset, choose_preset
-    from enclaverec.training import ModelKind
+def plan_options(args: argparse.Namespace, workers: int) -> Any:
+    """The operator's plan choices from the flags (None: ``train``'s preset default)."""
+    from enclaverec.app.distributed import PlanOptions
+    from enclaverec.distributed.config import TrainingMode
 
-    train_rows = manifest.split_rows["train"]
-    if args.model == "logreg":
-        model, preset, optimizer, batch, lr, epochs, patience = (
-            ModelKind.LOGREG, "logreg", "sgd", 256, 0.5, 10, 2,
-        )  # fmt: skip
-    else:
-        chosen = Preset(args.model) if args.model else choose_preset(train_rows)
-        defaults = PRESETS[chosen]
-        if args.model is None:
-            stderr_console().print(
-                f"preset: {chosen.value} ({train_rows:,} training rows)", markup=False
-            )
-        model, preset = ModelKind.DLRM, chosen.value
-        optimizer, batch, lr = defaults.optimizer.value, defaults.batch_size, defaults.learning_rate
-        epochs, patience = defaults.epochs, defaults.patience
-    mode = TrainingMode(args.mode)
-    staleness = parse_integer("staleness", args.staleness or 0, minimum=0)
-    if mode is TrainingMode.SYNC and staleness:
-        raise UsageError("--staleness applies to --mode async")
-    if mode is TrainingMode.ASYNC and not args.staleness:
-        staleness = 2
-    return DistributedPlan(
-        model=model,
-        preset=preset,
-        optimizer=optimizer,
-        dataset=manifest.dataset,
-        features=manifest.spec,
-        seed=manifest.seed,
-        epochs=parse_integer("epochs", args.epochs or epochs, minimum=1),
-        batch_size=parse_integer("batch-size", args.batch_size or batch, minimum=1),
-        learning_rate=parse_positive_float("lr", args.lr or lr),
-        patience=parse_integer("patience", args.patience, minimum=1) if args.patience else patience,
-        mode=mode,
-        max_staleness=staleness,
-        checkpoint_every=parse_integer("checkpoint-every", args.checkpoint_every or 50, minimum=1),
-        worker_deadline_seconds=parse_positive_float(
-            "worker-deadline", args.worker_deadline or 120.0
+    def optional(parse, name: str, value: Any, **kwargs: Any) -> Any:
+        return parse(name, value, **kwargs) if value else None
+
+    return PlanOptions(
+        workers=workers,
+        paramservers=parse_integer("ps", args.ps or 1, minimum=1),
+        mode=TrainingMode(args.mode),
+        staleness=optional(parse_integer, "staleness", args.staleness, minimum=0),
+        model=args.model,
+        epochs=optional(parse_integer, "epochs", args.epochs, minimum=1),
+        batch_size=optional(parse_integer, "batch-size", args.batch_size, minimum=1),
+        learning_rate=optional(parse_positive_float, "lr", args.lr),
+        patience=optional(parse_integer, "patience", args.patience, minimum=1),
+        checkpoint_every=optional(
+            parse_integer, "checkpoint-every", args.checkpoint_every, minimum=1
         ),
-        workers=tuple(worker_id(i) for i in range(workers)),
-        shard_map=ShardMap(tuple(paramserver_id(i) for i in range(paramservers)), "ps-0"),
-        hashing=manifest.hashing,
+        worker_deadline_seconds=optional(
+            parse_positive_float, "worker-deadline", args.worker_deadline
+        ),
     )
 
 
@@ -139,10 +109,14 @@ def _init(args: argparse.Namespace) -> int:
 
     shards = parse_path("shards", args.shards)
     manifest = ShardManifest.load(shards)
-    paramservers = parse_integer("ps", args.ps or 1, minimum=1)
+    from enclaverec.app.distributed import build_plan
+    from enclaverec.cli.output import ConsoleEvents
+
     tee = parse_tee(args.tee, "init")
     require_loopback_for_plaintext(tee, args.host)
-    plan = plan_from_flags(args, manifest, manifest.workers, paramservers)
+    options = plan_options(args, manifest.workers)
+    paramservers = options.paramservers
+    plan = build_plan(options, manifest, events=ConsoleEvents())
     files = init_job(
         parse_path("output", args.output),
         plan=plan,
@@ -211,6 +185,37 @@ def _keybroker(args: argparse.Namespace) -> int:
     finally:
         broker.stop(2.0)
     stdout_console().print(f"job {config.name}: result fetched by the owner", markup=False)
+    return 0
+
+
+def _paramserver(args: argparse.Namespace) -> int:
+    from enclaverec.distributed.paramserver import run_paramserver
+
+    result = run_paramserver(
+        parse_path("config", args.config),
+        state_dir=Path(args.state_dir) if args.state_dir else None,
+        listen_host=args.listen,
+    )
+    stdout_console().print(
+        f"{result.paramserver_id}: {result.applied_step} steps applied, shard of the best "
+        f"epoch ({result.best_epoch}) sent to the key broker, {result.checkpoints} sealed "
+        "checkpoint(s)"
+        + (f"; resumed at step {result.resumed_from_step}" if result.resumed_from_step else ""),
+        markup=False,
+    )
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from enclaverec.distributed.worker import run_worker
+
+    threads = parse_integer("threads", args.threads, minimum=1) if args.threads else None
+    result = run_worker(parse_path("config", args.config), threads=threads)
+    # One machine-readable line (timings and byte counts only: no data, no weight) that
+    # `distributed simulate` and `bench distributed` read from the role's log.
+    stdout_console().print(
+        f"worker result: {json.dumps(result.to_dict())}", markup=False, soft_wrap=True
+    )
     return 0
 
 
@@ -319,6 +324,36 @@ def export_model(model: Any, metrics: dict[str, Any], directory: Path, owner_con
     export_saved_model(trainer, model, directory, metadata)
 
 
+# --- simulate -------------------------------------------------------------------------------
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from enclaverec.app.distributed import DistributedSimulationConfig, simulate_distributed
+    from enclaverec.cli.data_flags import data_config
+    from enclaverec.cli.output import ConsoleEvents
+    from enclaverec.report import METRICS_FILE
+
+    config = DistributedSimulationConfig(
+        data=data_config(args),
+        plan=plan_options(args, parse_integer("workers", args.workers, minimum=1)),
+        output=parse_path("output", args.output),
+        tee=parse_tee(args.tee, "simulate"),
+        overwrite=args.overwrite,
+        log_level=args.log_level,
+    )
+    result = simulate_distributed(config, events=ConsoleEvents())
+    metrics = result.metrics
+    stdout_console().print(
+        f"distributed {metrics['training_mode']} ({metrics['tee']}): test AUC "
+        f"{metrics['test_auc']:.4f} (best epoch {metrics['best_epoch']} of "
+        f"{metrics['epochs_completed']}), {metrics['steps_completed']} steps, "
+        f"{metrics['bytes_per_step_per_worker']:,.0f} B per step per worker, "
+        f"{result.wall_seconds:.0f} s; metrics in {result.output / METRICS_FILE}",
+        markup=False,
+    )
+    return 0
+
+
 # --- registration ---------------------------------------------------------------------------
 
 
@@ -375,6 +410,59 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     keybroker.add_argument("--config", required=True, metavar="FILE", help="job.toml")
     keybroker.add_argument("--listen", metavar="HOST", help="listen address (default: the file's)")
     keybroker.add_argument("--state-dir", metavar="DIR", help="sealed state (default: keybroker/)")
+
+    paramserver = add_command(
+        sub,
+        "paramserver",
+        help="run a parameter server (measured configuration: paramserver.toml)",
+        handler=_paramserver,
+    )
+    paramserver.add_argument("--config", required=True, metavar="FILE", help="paramserver.toml")
+    paramserver.add_argument(
+        "--listen", metavar="HOST", help="listen address (default: the file's)"
+    )
+    paramserver.add_argument(
+        "--state-dir", metavar="DIR", help="sealed keys and checkpoints (default: state/ beside it)"
+    )
+    worker = add_command(
+        sub,
+        "worker",
+        help="run a worker (measured configuration: worker.toml); its shard is decrypted in "
+        "memory only",
+        handler=_worker,
+    )
+    worker.add_argument("--config", required=True, metavar="FILE", help="worker.toml")
+    worker.add_argument(
+        "--threads", metavar="N", help="TensorFlow intra-op threads (default: all cores)"
+    )
+
+    simulate = add_command(
+        sub,
+        "simulate",
+        help="the whole job on this machine: owner, key broker, parameter servers and "
+        "workers as separate processes over loopback (simulated TEE by default)",
+        handler=_simulate,
+    )
+    from enclaverec.cli.data_flags import add_data_flags
+
+    add_data_flags(simulate)
+    simulate.add_argument("--workers", default="2", metavar="W", help="workers (default: 2)")
+    _add_plan_flags(simulate)
+    simulate.add_argument(
+        "--output", required=True, metavar="DIR", help="results (new or empty folder)"
+    )
+    simulate.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a previous run's job, shards, owner-key, logs, metrics.json and "
+        "curves.png in --output (nothing else there is touched)",
+    )
+    simulate.add_argument(
+        "--tee",
+        choices=tee_choices("simulate"),
+        default=tee_choices("simulate")[0],
+        help=tee_help("simulate"),
+    )
 
     for name, handler, text in (
         ("submit", _submit, "attest the key broker and send it the job's data key (owner)"),

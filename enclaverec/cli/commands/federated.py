@@ -14,7 +14,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from enclaverec.app.data import DEFAULT_SEED, DataConfig
 from enclaverec.app.federation import (
     DEFAULT_DEADLINE_SECONDS,
     DEFAULT_LOCAL_EPOCHS,
@@ -30,12 +29,11 @@ from enclaverec.app.federation import (
     model_choices,
     simulate_federation,
 )
+from enclaverec.cli.data_flags import add_data_flags as _add_data_flags
+from enclaverec.cli.data_flags import data_config as _data_config
 from enclaverec.cli.options import parse_integer, parse_path, parse_positive_float
 from enclaverec.cli.output import ConsoleEvents, stdout_console
 from enclaverec.cli.registry import add_command
-from enclaverec.data.criteo import OnBadLine
-from enclaverec.data.registry import dataset_help, dataset_names
-from enclaverec.data.sources import DataSelection
 from enclaverec.errors import UsageError
 from enclaverec.federated.strategies import DEFAULT_STRATEGY, Clipping, strategy_help
 from enclaverec.federated.strategies.adaptive import AdaptiveOptions
@@ -47,28 +45,6 @@ log = logging.getLogger(__name__)
 
 
 # --- shared flags -----------------------------------------------------------------------
-
-
-def _add_data_flags(parser: argparse.ArgumentParser) -> None:
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--dataset", choices=dataset_names(), help=f"a built-in data set ({dataset_help()})"
-    )
-    source.add_argument(
-        "--data", nargs="+", metavar="PATH", help="Criteo-format files (plain or gzip)"
-    )
-    parser.add_argument("--table-size", metavar="ROWS", help="rows per embedding table for --data")
-    parser.add_argument(
-        "--on-bad-line",
-        choices=tuple(mode.value for mode in OnBadLine),
-        default=OnBadLine.FAIL.value,
-        help="malformed lines (default: fail)",
-    )
-    parser.add_argument(
-        "--seed",
-        default=str(DEFAULT_SEED),
-        help=f"split, partition and initial weights (default: {DEFAULT_SEED})",
-    )
 
 
 def _add_plan_flags(parser: argparse.ArgumentParser) -> None:
@@ -151,21 +127,6 @@ def _add_plan_flags(parser: argparse.ArgumentParser) -> None:
         "--no-party-attestation",
         action="store_true",
         help="parties prove membership only, without enclave evidence (default: they attest)",
-    )
-
-
-def _data_config(args: argparse.Namespace) -> DataConfig:
-    if args.data:
-        selection = DataSelection(paths=tuple(parse_path("data", p) for p in args.data))
-    else:
-        selection = DataSelection(dataset=args.dataset)
-    return DataConfig(
-        selection=selection,
-        seed=parse_integer("seed", args.seed, minimum=0),
-        table_size=parse_integer("table-size", args.table_size, minimum=2)
-        if args.table_size
-        else None,
-        on_bad_line=OnBadLine.parse(args.on_bad_line),
     )
 
 

@@ -92,4 +92,6 @@ def test_the_demo_starts_with_the_centralized_baseline():
         "centralized",
         "federated-simulated",
         "federated-none",
+        "distributed-simulated",
+        "distributed-none",
     ]
