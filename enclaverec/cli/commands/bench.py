@@ -27,5 +27,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench_crypto.register(sub)
     bench_federated.register(sub)
     bench_scale.register(sub)
-    bench_robustness.register(sub)
     bench_distributed.register(sub)
+    bench_robustness.register(sub)

@@ -210,6 +210,13 @@ def _init(args: argparse.Namespace) -> int:
     setup = federation_setup(args)
     tee = parse_tee(args.tee, "init")
     output = parse_path("output", args.output)
+    # A file, a folder under a file, an unwritable or a non-empty folder: refused before
+    # any data is loaded (init takes no --overwrite: its folder holds keys and shares).
+    from enclaverec.app.outputs import check_output_folder
+
+    check_output_folder(output, overwrite=True)
+    if output.is_dir() and any(output.iterdir()):
+        raise UsageError(f"refusing to write into the non-empty folder {output}")
     require_loopback_for_plaintext(tee, args.host)
     members, max_rows = _parse_members(args.member)
     # What the aggregator would refuse, refused before any data is loaded, by the same
