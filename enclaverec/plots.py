@@ -74,7 +74,7 @@ def training_figure(
             [r.index for r in trained],
             [r.train_loss for r in trained],
             marker="s",
-            label=f"training loss (mean over the {unit}'s batches)",
+            label=f"training loss ({unit} mean)",
         )
     loss_axes.set_ylabel("binary cross-entropy")
 
@@ -82,8 +82,9 @@ def training_figure(
         axes.set_xlabel(unit)
         # Epochs and rounds are whole numbers: no 0.96-1.04 around a single epoch.
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if len(x) == 1:
+        if len(x) == 1:  # one epoch: its tick alone, centred
             axes.set_xlim(x[0] - 1, x[0] + 1)
+            axes.set_xticks([x[0]])
         axes.grid(alpha=0.3)
         # Below the axes, outside them: a legend never covers a point.
         axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncols=2, frameon=False)

@@ -518,6 +518,16 @@ class FederatedAggregator:
             )
             check_finite_result(change, f"round {round_index}'s combination")
             self.state.store.apply(change)
+            for party, cosine in self.strategy.excluded.items():
+                log.warning(
+                    "round %d: update from %s left out: it points against the others (cosine %.3f)",
+                    round_index,
+                    party,
+                    cosine,
+                )
+                self.audit.write(
+                    "excluded", round=round_index, party=party, cosine_with_others=cosine
+                )
         except AggregationRefusedError as exc:
             # The combination is refused, the model stays at the last one (and the
             # strategy's server state with it); the round goes on to evaluation.

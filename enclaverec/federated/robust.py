@@ -177,3 +177,84 @@ def krum_select(
     neighbours = n - f - 2
     scores = [float(np.sum(np.sort(np.delete(distances[i], i))[:neighbours])) for i in range(n)]
     return sorted(range(n), key=lambda i: (scores[i], i))[:m]
+
+
+# --- agreement with the others ---------------------------------------------------------------
+
+
+def _sum_of(
+    updates: Sequence[ModelUpdate], layout: ModelLayout
+) -> dict[str, SparseRows | np.ndarray]:
+    """The unweighted sum of the updates: dense arrays, and each table's rows summed over
+    the updates that sent them (sorted row ids)."""
+    total: dict[str, SparseRows | np.ndarray] = {}
+    for name, spec in layout.specs.items():
+        if not spec.table:
+            total[name] = np.sum([u.dense[name].astype(ACCUMULATOR_DTYPE) for u in updates], axis=0)
+            continue
+        parts = [_rows_of(u, name) for u in updates]
+        ids = np.concatenate([p.row_ids for p in parts]).astype(np.int64)
+        union, inverse = np.unique(ids, return_inverse=True)
+        values = np.zeros((len(union), *spec.shape[1:]), ACCUMULATOR_DTYPE)
+        np.add.at(values, inverse, np.concatenate([p.values for p in parts]))
+        total[name] = SparseRows(union, values)
+    return total
+
+
+def _dot_with(update: ModelUpdate, total: dict, layout: ModelLayout) -> float:
+    dot = 0.0
+    for name, spec in layout.specs.items():
+        if not spec.table:
+            dot += float(np.sum(update.dense[name].astype(ACCUMULATOR_DTYPE) * total[name]))
+            continue
+        rows, summed = _rows_of(update, name), total[name]
+        where = np.searchsorted(summed.row_ids, rows.row_ids)  # every sent row is in the union
+        dot += float(np.sum(rows.values.astype(ACCUMULATOR_DTYPE) * summed.values[where]))
+    return dot
+
+
+def agreement_with_others(updates: Sequence[ModelUpdate], layout: ModelLayout) -> list[float]:
+    """For each update, the cosine between it and the unweighted sum of the others' updates
+    (0.0 where either is zero). Unweighted, because a weight is a claim."""
+    total = _sum_of(updates, layout)
+    total_squared = _dot_with_sum(total)
+    cosines = []
+    for update in updates:
+        own = update_norm(update)
+        dot_total = _dot_with(update, total, layout)
+        # u . (S - u) and |S - u|^2 from u . S, |u|^2 and |S|^2: one pass per update.
+        dot_others = dot_total - own * own
+        others_squared = max(total_squared - 2.0 * dot_total + own * own, 0.0)
+        denominator = own * math.sqrt(others_squared)
+        cosines.append(dot_others / denominator if denominator > 0 else 0.0)
+    return cosines
+
+
+def _dot_with_sum(total: dict) -> float:
+    return sum(
+        float(np.sum(np.square(v.values if isinstance(v, SparseRows) else v)))
+        for v in total.values()
+    )
+
+
+def agreeing(
+    updates: Sequence[ModelUpdate], layout: ModelLayout, min_cosine: float
+) -> tuple[list[int], list[float]]:
+    """Indices of the updates to keep, and every update's cosine with the sum of the others.
+
+    An update is left out when its cosine is below ``min_cosine`` *and* the round has a
+    consensus at least as strong as that disagreement: the median cosine is positive and
+    the update's cosine is below minus the median. Without the second condition, honest
+    updates that have become nearly orthogonal (parties fitting their own rows late in
+    training; measured cosines of -0.06 to 0 on synthetic data) would be left out at
+    random. A sign-flipped update always meets it when the others share a direction (its
+    cosine is about three times the honest ones', with the opposite sign, for one flipper
+    of four). Every update is kept with fewer than 3 (two cannot tell who disagrees)."""
+    if len(updates) < 3:
+        return list(range(len(updates))), []
+    cosines = agreement_with_others(updates, layout)
+    consensus = float(np.median(cosines))
+    if consensus <= 0:
+        return list(range(len(updates))), cosines
+    bound = min(min_cosine, -consensus)
+    return [i for i, c in enumerate(cosines) if c >= bound], cosines

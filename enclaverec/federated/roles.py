@@ -13,7 +13,7 @@ from pathlib import Path
 from enclaverec.crypto import keys
 from enclaverec.data.prepared import load_prepared
 from enclaverec.data.schema import DataSet
-from enclaverec.errors import ConfigError
+from enclaverec.errors import ConfigError, UsageError
 from enclaverec.federated.aggregator import FederatedAggregator
 from enclaverec.federated.config import FederatedPlan, FederationConfig, ModelKind, PartyConfig
 from enclaverec.federated.party import FederatedParty, PartyOptions, PartyResult, TrainerFactory
@@ -136,3 +136,26 @@ def run_party(
     if export is not None:
         export(result)
     return result
+
+
+def export_best_model(result: PartyResult, directory: Path) -> Path:
+    """The best global model a party received, as a SavedModel in its own trust domain
+    (``enclaverec evaluate`` scores it like any trained model)."""
+    plan = result.plan
+    if plan is None or result.best_model is None:
+        raise UsageError("this party has no best global model to export")
+    if plan.model is not ModelKind.DLRM:
+        raise UsageError("--export writes a SavedModel of the DLRM; this federation trains logreg")
+    from enclaverec.dlrm.config import PRESETS, Preset
+    from enclaverec.model.export import ModelMetadata, export_saved_model
+
+    metadata = ModelMetadata(
+        spec=plan.features,
+        model=PRESETS[Preset(plan.preset)].model,
+        preset=plan.preset,
+        optimizer=plan.optimizer,
+        dataset=plan.dataset,
+        seed=plan.seed,
+        hashing=plan.hashing,
+    )
+    return export_saved_model(result.trainer, result.best_model, directory, metadata)

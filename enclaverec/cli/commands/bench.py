@@ -13,6 +13,7 @@ from enclaverec.cli import (
     bench_crypto,
     bench_distributed,
     bench_federated,
+    bench_robustness,
     bench_scale,
     bench_train,
 )
@@ -27,3 +28,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench_federated.register(sub)
     bench_scale.register(sub)
     bench_distributed.register(sub)
+    bench_robustness.register(sub)

@@ -210,6 +210,13 @@ def _init(args: argparse.Namespace) -> int:
     setup = federation_setup(args)
     tee = parse_tee(args.tee, "init")
     output = parse_path("output", args.output)
+    # A file, a folder under a file, an unwritable or a non-empty folder: refused before
+    # any data is loaded (init takes no --overwrite: its folder holds keys and shares).
+    from enclaverec.app.outputs import check_output_folder
+
+    check_output_folder(output, overwrite=True)
+    if output.is_dir() and any(output.iterdir()):
+        raise UsageError(f"refusing to write into the non-empty folder {output}")
     require_loopback_for_plaintext(tee, args.host)
     members, max_rows = _parse_members(args.member)
     # What the aggregator would refuse, refused before any data is loaded, by the same
@@ -317,7 +324,12 @@ def _aggregator(args: argparse.Namespace) -> int:
 
 def _party(args: argparse.Namespace) -> int:
     from enclaverec.federated.party import PartyOptions, PartyResult
-    from enclaverec.federated.roles import default_trainer_factory, make_party_session, run_party
+    from enclaverec.federated.roles import (
+        default_trainer_factory,
+        export_best_model,
+        make_party_session,
+        run_party,
+    )
 
     threads = parse_integer("threads", args.threads, minimum=1) if args.threads else None
     setup = make_party_session(parse_path("config", args.config))
@@ -326,7 +338,7 @@ def _party(args: argparse.Namespace) -> int:
     def export(result: PartyResult) -> None:
         if export_dir is None or result.best_model is None:
             return
-        _export_best(result, export_dir, setup.data)
+        export_best_model(result, export_dir)
 
     result = run_party(setup, default_trainer_factory(threads), PartyOptions(), export)
     stdout_console().print(
@@ -335,28 +347,6 @@ def _party(args: argparse.Namespace) -> int:
         markup=False,
     )
     return 0
-
-
-def _export_best(result: Any, directory: Path, data: Any) -> None:
-    """The best global model as a SavedModel in the party's own trust domain."""
-    from enclaverec.federated.config import ModelKind
-
-    plan = result.plan
-    if plan.model is not ModelKind.DLRM:
-        raise UsageError("--export writes a SavedModel of the DLRM; this federation trains logreg")
-    from enclaverec.dlrm.config import PRESETS, Preset
-    from enclaverec.model.export import ModelMetadata, export_saved_model
-
-    metadata = ModelMetadata(
-        spec=plan.features,
-        model=PRESETS[Preset(plan.preset)].model,
-        preset=plan.preset,
-        optimizer=plan.optimizer,
-        dataset=plan.dataset,
-        seed=plan.seed,
-        hashing=plan.hashing,
-    )
-    export_saved_model(result.trainer, result.best_model, directory, metadata)
 
 
 # --- simulate -----------------------------------------------------------------------------

@@ -56,6 +56,8 @@ class Strategy(abc.ABC):
     ) -> None:
         self.row_normalisation = row_normalisation
         self.clipping = clipping
+        # The contributors the last aggregate left out, with why (for the audit log).
+        self.excluded: dict[str, float] = {}
 
     def configure_fit(self, round_index: int, local: LocalTraining) -> FitConfig:
         return FitConfig(

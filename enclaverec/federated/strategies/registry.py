@@ -40,7 +40,13 @@ class StrategyEntry:
 REGISTRY: Mapping[str, StrategyEntry] = {
     entry.name: entry
     for entry in (
-        StrategyEntry(FedAvg, FedAvgOptions, "sample-weighted mean of the updates"),
+        StrategyEntry(
+            FedAvg,
+            FedAvgOptions,
+            "fedavg:MIN, sample-weighted mean of the updates whose cosine with the others' "
+            "sum is >= MIN (default 0; -1 keeps all)",
+            "min_agreement",
+        ),
         StrategyEntry(
             FedProx, FedProxOptions, "FedAvg + proximal term mu (--proximal-mu)", "proximal_mu"
         ),
@@ -154,7 +160,9 @@ class StrategyConfig:
     def spec(self) -> str:
         """The name, with its argument when it is not the default (``trimmed-mean:0.2``)."""
         argument = self.entry.argument
-        if argument is None:
+        if argument is None or getattr(self.options, argument) == getattr(
+            self.entry.options(), argument
+        ):
             return self.name
         return f"{self.name}:{getattr(self.options, argument)}"
 

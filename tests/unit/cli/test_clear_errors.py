@@ -165,7 +165,7 @@ OS_ERROR_CASES = {
         ["federated", "init", "--dataset", "synthetic", "--parties", "2", "--model", "logreg",
          "--output", "{site}/plain/fed"],
         "{site}/plain",
-        "not a folder",
+        "{site}/plain is not a folder",
     ),
     "federated simulate --data FOLDER": (
         ["federated", "simulate", "--data", "{site}/folder", "--parties", "2", "--output",

@@ -13,7 +13,12 @@ import pytest
 
 from enclaverec.arrays import ModelUpdate
 from enclaverec.data.schema import FeatureSpec
-from enclaverec.errors import AggregationRefusedError, IntegrityError, MessageTooLargeError
+from enclaverec.errors import (
+    AggregationRefusedError,
+    IntegrityError,
+    MalformedInputError,
+    MessageTooLargeError,
+)
 from enclaverec.federated.aggregator import SUMMARY_FILE, FederatedAggregator
 from enclaverec.federated.best_round import robust_auc, score_round
 from enclaverec.federated.config import FederatedPlan, FederationConfig, ModelKind
@@ -21,7 +26,7 @@ from enclaverec.federated.roles import make_aggregator
 from enclaverec.federated.rounds import Phase, SelectionConfig, TaskKind
 from enclaverec.federated.setup import init_federation
 from enclaverec.federated.strategies import LocalTraining, StrategyConfig
-from enclaverec.federated.wire import Evaluation, encode_evaluation
+from enclaverec.federated.wire import Evaluation, decode_evaluation, encode_evaluation
 from enclaverec.paramservice.service import PushedUpdate
 from enclaverec.tee.kinds import TEEKind
 from enclaverec.transport import tensors
@@ -246,3 +251,44 @@ def test_resumed_is_announced_only_after_every_sealed_file_is_open(tmp_path):
         for line in (files.aggregator_dir / "audit.jsonl").read_text().splitlines()
     ]
     assert "resumed" not in events
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"validation_scores": [np.nan, 0.5]}, "validation scores must be probabilities"),
+        ({"test_scores": [np.inf, 0.5]}, "test scores must be probabilities"),
+        ({"validation_scores": [1.5, 0.5]}, "validation scores must be probabilities"),
+        ({"test_labels": [2.0, 1.0]}, "test labels must be 0 or 1"),
+        ({"test_row_ids": [0]}, "test scores, labels and row ids differ in length"),
+    ],
+)
+def test_an_evaluation_with_scores_that_are_not_probabilities_is_refused(change, message):
+    fields = {
+        "validation_scores": [0.2, 0.5],
+        "validation_labels": [0.0, 1.0],
+        "test_scores": [0.2, 0.5],
+        "test_labels": [0.0, 1.0],
+        "test_row_ids": [0, 1],
+    }
+    fields.update(change)
+    payload = encode_evaluation(round_index=1, model_version=1, incarnation="x", **fields)
+    with pytest.raises(MalformedInputError, match=message):
+        decode_evaluation(payload, max_rows=MAX_ROWS)
+
+
+def test_an_update_against_the_others_is_left_out_and_audited(tmp_path):
+    aggregator, _ = baseline_aggregator(tmp_path, 4)
+    before = aggregator.state.store.snapshot()
+    values = {"party-0": 0.1, "party-1": 0.1, "party-2": 0.1, "party-3": -0.1}
+    replies = {
+        party: PushedUpdate(party, 1, constant_update(aggregator, value), 0.5, 0.1, 100)
+        for party, value in values.items()
+    }
+    aggregator._aggregate(1, replies)
+    after = aggregator.state.store.snapshot()
+    for name in before:  # the agreeing updates' mean, the flipped one left out
+        np.testing.assert_allclose(after[name] - before[name], 0.1, rtol=1e-5)
+    excluded = [e for e in audit(aggregator) if e["event"] == "excluded"]
+    assert [(e["round"], e["party"]) for e in excluded] == [(1, "party-3")]
+    assert excluded[0]["cosine_with_others"] < 0

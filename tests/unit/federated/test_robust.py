@@ -9,6 +9,8 @@ import pytest
 from enclaverec.arrays import ModelLayout, ModelUpdate, SparseRows
 from enclaverec.errors import AggregationRefusedError
 from enclaverec.federated.robust import (
+    agreeing,
+    agreement_with_others,
     clip_to_median_norm,
     coordinate_median,
     krum_select,
@@ -93,3 +95,66 @@ def test_default_fedavg_bounds_one_scaled_update_with_a_huge_weight():
     names = ["a", "b", "c", "liar"]
     assert np.max(np.abs(plain.aggregate(updates, layout(), names).dense["w"])) > 200
     assert np.max(np.abs(clipped.aggregate(updates, layout(), names).dense["w"])) < 3
+
+
+def flat(update: ModelUpdate) -> np.ndarray:
+    """An update as one dense vector (its rows in place), for brute-force checks."""
+    table = np.zeros((ROWS, 2))
+    table[update.sparse["table"].row_ids] = update.sparse["table"].values
+    return np.concatenate([update.dense["w"], table.ravel()])
+
+
+def test_agreement_is_the_cosine_with_the_sum_of_the_others():
+    updates = [*honest(3), update([-1.0, 1.0], {0: -1.0, 4: 3.0})]
+    cosines = agreement_with_others(updates, layout())
+    vectors = [flat(u) for u in updates]
+    for i, cosine in enumerate(cosines):
+        others = sum(v for j, v in enumerate(vectors) if j != i)
+        expected = vectors[i] @ others / (np.linalg.norm(vectors[i]) * np.linalg.norm(others))
+        assert cosine == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_sign_flipped_update_is_left_out_and_honest_ones_kept():
+    flipped = update([-1.1, 1.0], {0: -1.1, 1: -2.0})
+    kept, cosines = agreeing([*honest(3), flipped], layout(), 0.0)
+    assert kept == [0, 1, 2] and cosines[3] < 0 < min(cosines[:3])
+    # Two updates cannot tell which one disagrees: both kept.
+    assert agreeing([honest(1)[0], flipped], layout(), 0.0)[0] == [0, 1]
+
+
+def test_default_fedavg_leaves_a_sign_flipped_update_out_and_says_so():
+    names = ["a", "b", "c", "liar"]
+    flipped = update([-1.1, 1.0], {0: -1.1, 1: -2.0})
+    strategy = make_strategy(StrategyConfig())
+    change = strategy.aggregate([*honest(3), flipped], layout(), names)
+    honest_only = make_strategy(StrategyConfig()).aggregate(honest(3), layout(), names[:3])
+    np.testing.assert_allclose(change.dense["w"], honest_only.dense["w"])
+    assert list(strategy.excluded) == ["liar"] and strategy.excluded["liar"] < 0
+    # Off with fedavg:-1: the flipped update is averaged in.
+    plain = make_strategy(StrategyConfig.parse("fedavg:-1"))
+    assert not np.allclose(
+        plain.aggregate([*honest(3), flipped], layout(), names).dense["w"], honest_only.dense["w"]
+    )
+    assert plain.excluded == {}
+
+
+def test_without_a_consensus_nothing_is_left_out():
+    """Unrelated updates (late in training, honest parties' updates become nearly
+    orthogonal): no majority direction to judge by, every update is averaged."""
+    opposed = [update([1.0, 0.0], {}), update([-1.0, 0.0], {}), update([0.0, 0.0], {})]
+    strategy = make_strategy(StrategyConfig(clipping=Clipping.NONE))
+    change = strategy.aggregate(opposed, layout(), "abc")
+    assert strategy.excluded == {} and change.dense["w"].tolist() == [0.0, 0.0]
+
+
+def test_a_weak_disagreement_is_kept_a_strong_one_left_out():
+    """Three updates share a direction (cosines +0.34 with the others); a fourth at -0.11
+    is below zero by less than the median is above it, the noise of honest updates, and
+    is kept; one at -0.30 (against a median of +0.29) is left out."""
+    shared = [update([0.5, 0.0], {row: 0.5}) for row in range(3)]
+    weak = [*shared, update([-0.1, 0.0], {3: 0.5})]
+    strong = [*shared, update([-0.3, 0.0], {3: 0.5})]
+    kept, cosines = agreeing(weak, layout(), 0.0)
+    assert kept == [0, 1, 2, 3] and cosines[3] == pytest.approx(-0.1085, abs=1e-4)
+    kept, cosines = agreeing(strong, layout(), 0.0)
+    assert kept == [0, 1, 2] and cosines[3] == pytest.approx(-0.3025, abs=1e-4)
