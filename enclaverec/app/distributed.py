@@ -271,7 +271,7 @@ def _run_roles(
     from enclaverec.distributed.keybroker import AUDIT_FILE
     from enclaverec.distributed.owner import OwnerClient
     from enclaverec.model.threads import ThreadSettings
-    from enclaverec.processes import AuditFollower, RoleProcesses, role_command, wait_for_port
+    from enclaverec.processes import AuditFollower, RoleProcesses, role_command
 
     logs = output / LOGS_DIR
     roles = RoleProcesses(logs)
@@ -285,8 +285,7 @@ def _run_roles(
             "keybroker",
             role_command("distributed", "keybroker", "--config", str(job), *log_level),
         )
-        port = JobConfig.load(job).listen.port
-        wait_for_port(port, keybroker, timeout=120.0)
+        _wait_until_listening(JobConfig.load(job).listen, keybroker)
         _raise_if_failed(roles)
         client = OwnerClient.load(files.owner_config)
         client.submit()
@@ -296,7 +295,7 @@ def _run_roles(
                 path.parent.name,
                 role_command("distributed", "paramserver", "--config", str(path), *log_level),
             )
-            wait_for_port(ParamServerConfig.load(path).listen.port, server, timeout=120.0)
+            _wait_until_listening(ParamServerConfig.load(path).listen, server)
         for path in files.worker_configs:
             roles.spawn(
                 path.parent.name,
@@ -417,3 +416,14 @@ def remove_simulation(output: Path) -> None:
             shutil.rmtree(target)
         elif target.exists():
             target.unlink()
+
+
+def _wait_until_listening(address, process) -> None:
+    """Until both of a role's ports accept connections: it opens its application and its
+    enrollment port one after the other, and a peer may need either first (a loaded machine
+    showed the gap: the owner's first call was refused on the port not yet open)."""
+    from enclaverec.processes import wait_for_port
+
+    for port in (address.port, address.enrollment_port):
+        if port is not None:
+            wait_for_port(port, process, timeout=120.0)
