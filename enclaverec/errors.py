@@ -321,12 +321,6 @@ class RequestRefusedError(VerificationError):
         self.check = check
 
 
-class ManifestError(VerificationError):
-    """A measured configuration or manifest does not match what was attested."""
-
-    check = "measured_config"
-
-
 class UnsafeManifestError(VerificationError):
     """A Gramine manifest holds an option that weakens the enclave (an ``insecure__`` key,
     arguments or environment from the host, DEBUG, a non-strict file check policy, ...) or

@@ -454,7 +454,8 @@ def measure_attestation(federation: Path, state_dir: Path, enrollments: int) -> 
     aggregator role as ``federated aggregator`` builds it (fresh sealed state), each
     party's session as ``federated party`` builds it, in this process over loopback."""
     from enclaverec.federated.config import FEDERATION_FILE, PARTY_FILE
-    from enclaverec.federated.roles import make_aggregator, make_party_session
+    from enclaverec.roles.aggregator import make_aggregator
+    from enclaverec.roles.party import make_party_session
     from enclaverec.transport.proto import federated_pb2, federated_pb2_grpc
     from enclaverec.transport.server import ListenConfig
 

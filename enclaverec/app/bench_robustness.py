@@ -163,15 +163,15 @@ def _run_federation(
     of party-0's exported best model, its round, and the aggregator's best test AUC."""
     from enclaverec.evaluation import binary_metrics
     from enclaverec.federated.party import PartyOptions
-    from enclaverec.federated.roles import (
+    from enclaverec.federated.setup import init_federation
+    from enclaverec.federated.simulate import free_ports
+    from enclaverec.roles.aggregator import make_aggregator
+    from enclaverec.roles.party import (
         default_trainer_factory,
         export_best_model,
-        make_aggregator,
         make_party_session,
         run_party,
     )
-    from enclaverec.federated.setup import init_federation
-    from enclaverec.federated.simulate import free_ports
     from enclaverec.tee.kinds import TEEKind
     from enclaverec.transport.server import ListenConfig
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from enclaverec.errors import TransportError
 from enclaverec.federated.party import PartyOptions
-from enclaverec.federated.roles import (
+from enclaverec.roles.party import (
     PartySetup,
     default_trainer_factory,
     make_party_session,

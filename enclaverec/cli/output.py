@@ -35,6 +35,7 @@ from enclaverec.errors import (
     UsageError,
     VerificationError,
 )
+from enclaverec.roles.runner import LOG_FORMAT  # the roles' own format: one layout
 from enclaverec.terminal import make_console
 from enclaverec.training import EvalRecord, TrainingObserver
 
@@ -47,10 +48,6 @@ def stderr_console() -> Console:
 @lru_cache(maxsize=1)
 def stdout_console() -> Console:
     return make_console(stderr=False)
-
-
-LOG_FORMAT = "%(levelname)-8s %(name)s: %(message)s"
-"""A log line off a terminal: the level as rich shows it on one, the logger, the message."""
 
 
 def configure_logging(level: str) -> None:

@@ -163,17 +163,6 @@ def load_pem_chain(data: bytes, *, source: str = "certificate chain") -> list[x5
     return chain
 
 
-def p256_public_key(certificate: x509.Certificate) -> ec.EllipticCurvePublicKey:
-    """The certificate's public key, which must be a P-256 key."""
-    try:
-        key = certificate.public_key()
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        raise MalformedEvidenceError("the certificate's public key cannot be read") from exc
-    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
-        raise MalformedEvidenceError("the certificate's key is not a P-256 key")
-    return key
-
-
 def spki_der(certificate: x509.Certificate) -> bytes:
     """The certificate's DER SubjectPublicKeyInfo (what RA-TLS hashes into REPORT_DATA)."""
     try:

@@ -57,16 +57,6 @@ def public_point_xy(public_key: ECPublicKey) -> bytes:
     return point[1:]
 
 
-def public_key_from_xy(xy: bytes) -> ECPublicKey:
-    """The P-256 public key whose point is ``xy`` (64 bytes x‖y)."""
-    if len(xy) != 2 * P256_COORDINATE_SIZE:
-        raise MalformedInputError(f"a P-256 point has 64 bytes, got {len(xy)}")
-    try:
-        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + xy)
-    except ValueError as exc:
-        raise MalformedInputError("not a point on P-256") from exc
-
-
 def private_key_to_pem(private_key: ECPrivateKey) -> bytes:
     """PKCS#8 PEM, unencrypted.
 

@@ -225,7 +225,7 @@ def _write_job(
     signer = enclave_mrsigner
     sim_roots: frozenset[str] = frozenset()
     if tee is TEEKind.SIMULATED:
-        from enclaverec.tee.simulation import SimulationPKI
+        from enclaverec.tee.simulation_pki import SimulationPKI
 
         pki = SimulationPKI.create(root / SIMULATION_DIR)
         simulation_dir = pki.folder

@@ -192,7 +192,7 @@ def _write_federation(
     signer = party_mrsigner
     sim_roots: frozenset[str] = frozenset()
     if tee is TEEKind.SIMULATED:
-        from enclaverec.tee.simulation import SimulationPKI
+        from enclaverec.tee.simulation_pki import SimulationPKI
 
         pki = SimulationPKI.create(root / SIMULATION_DIR)
         simulation_dir = pki.folder

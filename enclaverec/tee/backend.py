@@ -77,8 +77,8 @@ def open_backend(
     ``attestation_dir`` (``/dev/attestation`` inside Gramine).
     """
     if kind == "simulated":
-        from enclaverec.tee.simulated import SimulatedBackend
-        from enclaverec.tee.simulation import SimulationPKI
+        from enclaverec.tee.simulated_backend import SimulatedBackend
+        from enclaverec.tee.simulation_pki import SimulationPKI
 
         if simulation_folder is None or measured_inputs is None:
             raise UsageError(

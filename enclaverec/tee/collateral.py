@@ -149,11 +149,6 @@ class Collateral:
         """When the first part expires."""
         return min(window.next_update for window in self.windows)
 
-    @property
-    def tcb_evaluation_data_number(self) -> int | None:
-        value = self.tcb_info.get("tcbEvaluationDataNumber")
-        return value if isinstance(value, int) else None
-
     def to_dcap(self) -> dcap_qvl.QuoteCollateralV3:
         return dcap_qvl.QuoteCollateralV3.from_json(self.json_text)
 

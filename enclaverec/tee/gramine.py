@@ -5,7 +5,7 @@ Inside a Gramine-SGX enclave with ``sgx.remote_attestation = "dcap"``, writing 6
 DCAP quote over those bytes, and ``/dev/attestation/keys/_sgx_mrenclave`` is the enclave's
 16-byte MRENCLAVE-policy sealing key (Gramine docs, "Attestation and Secret
 Provisioning"). Outside SGX the same code runs against
-:class:`enclaverec.tee.fake_device.SimulatedAttestationDevice`.
+:class:`enclaverec.tools.fake_device.SimulatedAttestationDevice`.
 """
 
 from __future__ import annotations

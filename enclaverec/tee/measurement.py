@@ -3,16 +3,18 @@
 Real SGX measures the enclave's pages as they are loaded; the simulated backend cannot, so
 it measures, in software, the three things that decide an enclave role's behaviour:
 
-1. the package's Python files: every ``*.py`` file under ``enclaverec/`` except
-   ``enclaverec/model/`` for roles that do not train (see :data:`TRAINING_ROLES`), each as
-   (path relative to the package's parent, SHA-256 of its bytes);
-2. the entry point: the role id and its fixed argv (:data:`ENTRY_POINTS`);
+1. the role's closure: its entry module and every ``enclaverec`` module it imports,
+   transitively (:mod:`enclaverec.tee.closure`), each as (path relative to the package's
+   parent, SHA-256 of its bytes). A module the role never imports (the CLI, Gramine
+   tooling, plots) is not measured; the role runs from these sources only, never from
+   byte-code caches (:mod:`enclaverec.tee.bytecode`);
+2. the entry point: the role id and its fixed argv (:attr:`RoleSpec.argv`);
 3. the canonical measured configuration: the role's TOML file parsed, every table's keys
    sorted, re-serialised with tomli-w, hashed with SHA-256 (:func:`canonical_config`).
 
 MRENCLAVE is SHA-256 of :meth:`MeasuredInputs.canonical_text`, whose format
 ``docs/attestation.md`` defines line by line. The same file list is what a Gramine
-manifest must list as trusted files.
+manifest lists as the package's trusted files.
 """
 
 from __future__ import annotations
@@ -29,49 +31,24 @@ import tomli_w
 
 import enclaverec
 from enclaverec.errors import ConfigError, UsageError
+from enclaverec.tee.closure import closure_files
+from enclaverec.tee.roles import MEASURED_CONFIG_PATH as MEASURED_CONFIG_PATH
+from enclaverec.tee.roles import ROLE_SPECS, role_spec
+from enclaverec.tee.roles import ROLES as ROLES
 
-MEASUREMENT_FORMAT = "enclaverec SIMULATED MRENCLAVE v1"
+MEASUREMENT_FORMAT = "enclaverec SIMULATED MRENCLAVE v2"
 """First line of the measured text; names the format so that a change of format changes
-every measurement instead of colliding with an old one."""
+every measurement instead of colliding with an old one (v2: the role's closure, not the
+whole package)."""
 
-ROLES = ("aggregator", "party", "owner", "keybroker", "paramserver", "worker")
-"""Role ids (DESIGN.md §4)."""
+TRAINING_ROLES = frozenset(name for name, spec in ROLE_SPECS.items() if spec.trains)
+"""Roles that run the TensorFlow trainer inside the enclave."""
 
-TRAINING_ROLES = frozenset({"party", "worker"})
-"""Roles that run the TensorFlow trainer inside the enclave (HFL parties with
-``parties_attest = true``, SDT workers): ``enclaverec/model/`` runs there, so it is
-measured. The other roles never import it (an import-linter contract keeps it so), so it is
-left out of their measurement: a change to the model code does not change the
-aggregator's, key broker's or parameter servers' MRENCLAVE."""
+ENTRY_POINTS: Mapping[str, tuple[str, ...]] = {name: spec.argv for name, spec in ROLE_SPECS.items()}
+"""Each role's fixed argv (the manifest's ``loader.argv``)."""
 
-MODEL_PACKAGE = "enclaverec/model/"
-
-MEASURED_CONFIG_PATH = "/enclaverec/measured.toml"
-"""Where an enclave role reads its measured configuration (a trusted file under Gramine)."""
-
-ENTRY_POINTS: Mapping[str, tuple[str, ...]] = {
-    "aggregator": ("enclaverec", "federated", "aggregator", "--config", MEASURED_CONFIG_PATH),
-    "party": ("enclaverec", "federated", "party", "--config", MEASURED_CONFIG_PATH),
-    "owner": ("enclaverec", "distributed", "owner", "--config", MEASURED_CONFIG_PATH),
-    "keybroker": ("enclaverec", "distributed", "keybroker", "--config", MEASURED_CONFIG_PATH),
-    "paramserver": ("enclaverec", "distributed", "paramserver", "--config", MEASURED_CONFIG_PATH),
-    "worker": ("enclaverec", "distributed", "worker", "--config", MEASURED_CONFIG_PATH),
-}
-"""Each role's fixed argv (the manifest's ``loader.argv``); flags that do not change
-measured behaviour (address, port, log level, sealed-state directory) are not part of it."""
-
-
-ROLE_ISV_PROD_IDS: Mapping[str, int] = {
-    "aggregator": 1,
-    "party": 2,
-    "owner": 3,
-    "keybroker": 4,
-    "paramserver": 5,
-    "worker": 6,
-}
-"""ISVPRODID of each role's enclave (the manifest's ``sgx.isvprodid``): a policy that
-trusts a signer (MRSIGNER) pins the role with it, so a party enclave cannot pose as an
-aggregator signed by the same key."""
+ROLE_ISV_PROD_IDS: Mapping[str, int] = {name: spec.isv_prod_id for name, spec in ROLE_SPECS.items()}
+"""ISVPRODID of each role's enclave (the manifest's ``sgx.isvprodid``)."""
 
 
 @dataclass(frozen=True)
@@ -133,23 +110,16 @@ def package_root() -> Path:
 
 
 def measured_files(role: str, root: Path | None = None) -> tuple[MeasuredFile, ...]:
-    """The package files measured for ``role``, sorted by path."""
-    if role not in ROLES:
-        raise UsageError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+    """The package files measured for ``role`` (its closure), sorted by path."""
+    spec = role_spec(role)
     root = (root or package_root()).resolve()
     files = []
-    for path in root.rglob("*.py"):
-        if "__pycache__" in path.parts:
-            continue
+    for path in closure_files(spec.entry, root):
         relative = f"{root.name}/{path.relative_to(root).as_posix()}"
-        if role not in TRAINING_ROLES and relative.startswith(MODEL_PACKAGE):
-            continue
         if "\n" in relative or "\r" in relative:
             # One file per line in the measured text: a newline would make it ambiguous.
             raise UsageError(f"refusing to measure a file name with a line break: {relative!r}")
         files.append(MeasuredFile(relative, hashlib.sha256(path.read_bytes()).hexdigest()))
-    if not files:
-        raise UsageError(f"no package files to measure under {root}")
     return tuple(sorted(files, key=lambda item: item.path.encode("utf-8")))
 
 

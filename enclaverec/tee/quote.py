@@ -224,13 +224,6 @@ class Quote:
         return self.body.debug
 
     @property
-    def signed_length(self) -> int:
-        """Bytes covered by the attestation key's signature (header and report body)."""
-        return HEADER_SIZE + (
-            SGX_REPORT_BODY_SIZE if self.tee is TEEType.SGX else TDX_REPORT_BODY_SIZE
-        )
-
-    @property
     def sgx(self) -> SGXReportBody | None:
         return self.body if isinstance(self.body, SGXReportBody) else None
 

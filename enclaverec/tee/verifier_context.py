@@ -22,7 +22,7 @@ from enclaverec.tee.collateral import (
 )
 from enclaverec.tee.policy import Policy
 from enclaverec.tee.ratls import VerifiedPeer, verify_ratls_certificate
-from enclaverec.tee.simulation import ROOT_CA_FILE
+from enclaverec.tee.simulation_pki import ROOT_CA_FILE
 from enclaverec.tee.verifier import DCAPVerifier, TrustRoot
 
 Clock = Callable[[], dt.datetime]

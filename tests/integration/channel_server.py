@@ -20,8 +20,8 @@ import grpc
 
 from enclaverec.tee.attested_ca import EnrollmentConfig
 from enclaverec.tee.policy import PolicySpec
-from enclaverec.tee.simulated import SimulatedBackend
-from enclaverec.tee.simulation import SimulationPKI
+from enclaverec.tee.simulated_backend import SimulatedBackend
+from enclaverec.tee.simulation_pki import SimulationPKI
 from enclaverec.tee.verifier_context import VerifierContext
 from enclaverec.transport.server import (
     AttestedServer,

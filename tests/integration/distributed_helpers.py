@@ -24,8 +24,8 @@ from enclaverec.distributed.config import (
 )
 from enclaverec.distributed.keybroker import KeyBroker
 from enclaverec.distributed.owner import OwnerClient
-from enclaverec.distributed.roles import make_keybroker
 from enclaverec.distributed.setup import JobFiles, JobPorts, init_job, make_owner_key
+from enclaverec.roles.keybroker import make_keybroker
 from enclaverec.tee.kinds import TEEKind
 from enclaverec.training import ModelKind
 from enclaverec.transport.endpoints import free_ports

@@ -32,18 +32,18 @@ from enclaverec.data.sources import DataSelection, load_dataset
 from enclaverec.federated.aggregator import AUDIT_FILE, SUMMARY_FILE, FederatedAggregator
 from enclaverec.federated.config import FederatedPlan, ModelKind
 from enclaverec.federated.party import PartyOptions, PartyResult
-from enclaverec.federated.roles import (
-    PartySetup,
-    default_trainer_factory,
-    make_aggregator,
-    make_party_session,
-    run_party,
-)
 from enclaverec.federated.rounds import SelectionConfig
 from enclaverec.federated.setup import FederationFiles, init_federation
 from enclaverec.federated.simulate import free_ports
 from enclaverec.federated.strategies import LocalTraining, StrategyConfig
 from enclaverec.federated.strategies.base import Clipping
+from enclaverec.roles.aggregator import make_aggregator
+from enclaverec.roles.party import (
+    PartySetup,
+    default_trainer_factory,
+    make_party_session,
+    run_party,
+)
 from enclaverec.tee.kinds import TEEKind
 from enclaverec.transport.server import ListenConfig
 

@@ -22,8 +22,8 @@ from enclaverec.errors import MrEnclaveError
 from enclaverec.tee.policy import PolicySpec
 from enclaverec.tee.sealed_keys import SEALING_LABEL
 from enclaverec.tee.sealing import unseal_file
-from enclaverec.tee.simulated import SimulatedBackend
-from enclaverec.tee.simulation import SimulationPKI
+from enclaverec.tee.simulated_backend import SimulatedBackend
+from enclaverec.tee.simulation_pki import SimulationPKI
 from enclaverec.tee.verifier_context import VerifierContext
 from enclaverec.transport.endpoints import ServerEndpoints
 from enclaverec.transport.enrollment import EnrollmentCredentials

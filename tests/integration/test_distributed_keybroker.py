@@ -13,9 +13,9 @@ from distributed_helpers import make_job, owner, running_keybroker
 from enclaverec.distributed.config import WorkerConfig
 from enclaverec.distributed.keybroker import AUDIT_FILE, STATE_FILE
 from enclaverec.distributed.members import keybroker_session
-from enclaverec.distributed.roles import make_keybroker
 from enclaverec.distributed.worker import join_job, release_key
 from enclaverec.errors import EnrollmentRefusedError, IntegrityError, RequestRefusedError
+from enclaverec.roles.keybroker import make_keybroker
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def _session(config: WorkerConfig, member: str, **backend_options):
         isv_prod_id=ROLE_ISV_PROD_IDS["worker"],
     )
     if backend_options.get("debug"):
-        from enclaverec.tee.simulated import SimulatedBackend
+        from enclaverec.tee.simulated_backend import SimulatedBackend
 
         backend = SimulatedBackend(
             backend.pki, backend.measurement(), isv_prod_id=ROLE_ISV_PROD_IDS["worker"], debug=True

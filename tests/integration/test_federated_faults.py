@@ -43,8 +43,8 @@ from enclaverec.federated.checkpoint import SEALING_LABEL as CHECKPOINT_LABEL
 from enclaverec.federated.config import PartyConfig
 from enclaverec.tee.sealed_keys import SEALING_LABEL as KEYS_LABEL
 from enclaverec.tee.sealing import unseal_file
-from enclaverec.tee.simulated import SimulatedBackend
-from enclaverec.tee.simulation import KEYS_DIR, SEALING_KEY_FILE, SimulationPKI
+from enclaverec.tee.simulated_backend import SimulatedBackend
+from enclaverec.tee.simulation_pki import KEYS_DIR, SEALING_KEY_FILE, SimulationPKI
 
 pytestmark = pytest.mark.multiprocess
 
@@ -77,10 +77,17 @@ class KilledRun:
 
 
 def role_name(argv: list[str]) -> str | None:
-    """``aggregator`` or the party's id, once the child has exec'd its role command."""
-    if "federated" not in argv:
+    """``aggregator`` or the party's id, once the child runs its role's entry module (``-m
+    enclaverec.roles.ROLE``) or its CLI command."""
+    if "-m" in argv and argv[argv.index("-m") + 1 :][:1] in (
+        ["enclaverec.roles.aggregator"],
+        ["enclaverec.roles.party"],
+    ):
+        command = [argv[argv.index("-m") + 1].rpartition(".")[2], *argv[argv.index("-m") + 2 :]]
+    elif "federated" in argv:
+        command = argv[argv.index("federated") + 1 :]
+    else:
         return None
-    command = argv[argv.index("federated") + 1 :]
     if command[:1] == ["aggregator"]:
         return "aggregator"
     if command[:1] == ["party"] and "--config" in command:

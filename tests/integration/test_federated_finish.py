@@ -26,12 +26,12 @@ from enclaverec.data.partition import partition_dataset
 from enclaverec.data.sources import DataSelection, load_dataset
 from enclaverec.federated.config import FederatedPlan, ModelKind
 from enclaverec.federated.party import PartyOptions
-from enclaverec.federated.roles import make_party_session
 from enclaverec.federated.rounds import SelectionConfig
 from enclaverec.federated.setup import init_federation
 from enclaverec.federated.simulate import free_ports
 from enclaverec.federated.strategies import LocalTraining, StrategyConfig
 from enclaverec.report import TEEKind
+from enclaverec.roles.party import make_party_session
 
 # Slow by design (a throttled link, about a minute): kept out of the fast set.
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]

@@ -35,16 +35,16 @@ from enclaverec.data.prepared import load_prepared
 from enclaverec.errors import EnrollmentRefusedError, MrEnclaveError
 from enclaverec.federated.config import PartyConfig
 from enclaverec.federated.party import PartyOptions
-from enclaverec.federated.roles import (
+from enclaverec.roles.party import (
     PartySetup,
     default_trainer_factory,
     make_party_session,
     run_party,
-    verifier_context,
 )
 from enclaverec.tee.measurement import ROLE_ISV_PROD_IDS, measured_inputs
-from enclaverec.tee.simulated import SimulatedBackend
-from enclaverec.tee.simulation import SimulationPKI
+from enclaverec.tee.role_setup import verifier_context
+from enclaverec.tee.simulated_backend import SimulatedBackend
+from enclaverec.tee.simulation_pki import SimulationPKI
 from enclaverec.transport.endpoints import ServerEndpoints
 from enclaverec.transport.enrollment import EnrollmentCredentials
 from enclaverec.transport.session import ClientSession

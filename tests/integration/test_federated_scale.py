@@ -22,7 +22,7 @@ from federation_helpers import (
 
 from enclaverec.federated.aggregator import MAX_WAIT_SECONDS
 from enclaverec.federated.party import PartyOptions
-from enclaverec.federated.roles import make_party_session
+from enclaverec.roles.party import make_party_session
 
 pytestmark = pytest.mark.multiprocess
 

@@ -21,9 +21,9 @@ from federation_helpers import (
 
 from enclaverec.arrays import ModelUpdate, SparseRows, densify, sparsify
 from enclaverec.federated.party import PartyOptions
-from enclaverec.federated.roles import make_party_session
 from enclaverec.paramservice.codec import encode_update
 from enclaverec.paramservice.combine import apply_update, weighted_mean
+from enclaverec.roles.party import make_party_session
 from enclaverec.transport import tensors
 from enclaverec.transport.proto import paramservice_pb2, paramservice_pb2_grpc
 

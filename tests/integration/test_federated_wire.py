@@ -20,7 +20,7 @@ from federation_helpers import (
 
 from enclaverec.arrays import ModelUpdate
 from enclaverec.federated.party import PartyOptions
-from enclaverec.federated.roles import make_party_session
+from enclaverec.roles.party import make_party_session
 from enclaverec.tee.kinds import TEEKind
 
 SLICES = 100

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
+
+from enclaverec.tee.roles import ROLE_SPECS
 
 REPO = Path(__file__).resolve().parents[2]
 
 # Modules that run inside enclaves (or beside them) and must start without TensorFlow.
 ENCLAVE_SIDE = [
+    "enclaverec.roles.aggregator",
+    "enclaverec.roles.keybroker",
+    "enclaverec.federated.aggregator",
+    "enclaverec.evaluation",
     "enclaverec.arrays",
     "enclaverec.logreg",
     "enclaverec.paramservice.combine",
@@ -35,10 +43,30 @@ ENCLAVE_SIDE = [
 ]
 
 
+FORBIDDEN_OUTSIDE_TRAINING = (
+    "tensorflow",
+    "keras",
+    "sklearn",
+    "scipy",
+    "matplotlib",
+    "rich",
+    "pygments",
+)
+"""What a role that does not train must never load (a smaller enclave; DESIGN §5 exception
+recorded in docs/decisions.md)."""
+
+ENCLAVE_ENTRIES = [
+    spec
+    for spec in ROLE_SPECS.values()
+    if spec.in_enclave and spec.entry.startswith("enclaverec.roles.")
+]
+
+
 def test_import_contracts_hold():
+    # import-linter is in the test extra: without it the rules are not checked, which is a
+    # failure, not a skip.
     lint = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
-    if lint is None:
-        pytest.skip("import-linter is not installed (it is in the test extra)")
+    assert lint is not None, "import-linter is missing: pip install -e '.[test]'"
     result = subprocess.run([lint], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -56,3 +84,35 @@ def test_enclave_side_imports_with_tensorflow_unavailable():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_every_enclave_role_entry_has_an_import_contract():
+    contracts = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"][
+        "contracts"
+    ]
+    sources = {
+        module
+        for contract in contracts
+        if contract["type"] == "forbidden"
+        for module in contract["source_modules"]
+    }
+    assert ENCLAVE_ENTRIES, "no role entry modules found"
+    for spec in ENCLAVE_ENTRIES:
+        assert spec.entry in sources, f"no import-linter contract for {spec.entry}"
+
+
+@pytest.mark.parametrize(
+    "entry", [spec.entry for spec in ENCLAVE_ENTRIES if not spec.trains], ids=lambda e: e
+)
+def test_a_non_training_role_loads_no_forbidden_module(entry):
+    # A fresh interpreter, as the role's process starts: import the entry, list what is
+    # loaded. Function-level imports are covered by the import-linter contracts.
+    code = (
+        "import json, sys\n"
+        f"import {entry}\n"
+        f"print(json.dumps(sorted(name for name in sys.modules if name.split('.')[0] in "
+        f"{list(FORBIDDEN_OUTSIDE_TRAINING)!r})))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []

@@ -302,7 +302,7 @@ def _measurements(values: list[str], flag: str) -> list[bytes]:
 
 
 def _simulation_root_certificate(path: Path) -> bytes:
-    from enclaverec.tee.simulation import ROOT_CA_FILE
+    from enclaverec.tee.simulation_pki import ROOT_CA_FILE
 
     if path.is_dir():
         path = path / ROOT_CA_FILE

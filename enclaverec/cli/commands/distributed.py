@@ -20,7 +20,9 @@ from typing import Any
 from enclaverec.cli.options import parse_integer, parse_path, parse_positive_float
 from enclaverec.cli.output import stdout_console
 from enclaverec.cli.registry import add_command
+from enclaverec.cli.roles import add_role_command
 from enclaverec.errors import UsageError
+from enclaverec.roles import keybroker as keybroker_role
 from enclaverec.tee.kinds import TEEKind, parse_tee, tee_choices, tee_help
 from enclaverec.transport.endpoints import require_loopback_for_plaintext
 
@@ -158,34 +160,6 @@ def _init(args: argparse.Namespace) -> int:
 
 
 # --- the roles ------------------------------------------------------------------------------
-
-
-def _keybroker(args: argparse.Namespace) -> int:
-    from enclaverec.distributed.config import JobConfig
-    from enclaverec.distributed.roles import make_keybroker
-    from enclaverec.transport.server import ListenConfig
-
-    config_path = parse_path("config", args.config)
-    config = JobConfig.load(config_path)
-    listen = ListenConfig(
-        host=args.listen or config.listen.host,
-        application_port=config.listen.port,
-        enrollment_port=config.listen.enrollment_port or 0,
-    )
-    broker = make_keybroker(
-        config_path,
-        state_dir=Path(args.state_dir) if args.state_dir else None,
-        listen=listen,
-    )
-    broker.start()
-    try:
-        # Serve until the owner fetched the result (the job is then over for this role).
-        while not broker.wait_fetched(timeout=1.0):
-            pass
-    finally:
-        broker.stop(2.0)
-    stdout_console().print(f"job {config.name}: result fetched by the owner", markup=False)
-    return 0
 
 
 def _paramserver(args: argparse.Namespace) -> int:
@@ -403,13 +377,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--keybroker-mrenclave", metavar="HEX", help="(gramine) the key broker's MRENCLAVE"
     )
 
-    keybroker = add_command(
-        sub, "keybroker", help="run the key broker (measured configuration: job.toml)",
-        handler=_keybroker,
-    )  # fmt: skip
-    keybroker.add_argument("--config", required=True, metavar="FILE", help="job.toml")
-    keybroker.add_argument("--listen", metavar="HOST", help="listen address (default: the file's)")
-    keybroker.add_argument("--state-dir", metavar="DIR", help="sealed state (default: keybroker/)")
+    add_role_command(
+        sub,
+        "keybroker",
+        keybroker_role,
+        help="run the key broker (measured configuration: job.toml)",
+    )
 
     paramserver = add_command(
         sub,

@@ -34,10 +34,13 @@ from enclaverec.cli.data_flags import data_config as _data_config
 from enclaverec.cli.options import parse_integer, parse_path, parse_positive_float
 from enclaverec.cli.output import ConsoleEvents, stdout_console
 from enclaverec.cli.registry import add_command
+from enclaverec.cli.roles import add_role_command
 from enclaverec.errors import UsageError
 from enclaverec.federated.strategies import DEFAULT_STRATEGY, Clipping, strategy_help
 from enclaverec.federated.strategies.adaptive import AdaptiveOptions
 from enclaverec.federated.strategies.fedprox import FedProxOptions
+from enclaverec.roles import aggregator as aggregator_role
+from enclaverec.roles import party as party_role
 from enclaverec.tee.kinds import TEEKind, parse_tee, tee_choices, tee_help
 from enclaverec.transport.endpoints import require_loopback_for_plaintext
 
@@ -295,60 +298,6 @@ def _init(args: argparse.Namespace) -> int:
 # --- aggregator and party ---------------------------------------------------------------
 
 
-def _aggregator(args: argparse.Namespace) -> int:
-    from enclaverec.federated.config import FederationConfig
-    from enclaverec.federated.roles import make_aggregator
-    from enclaverec.transport.server import ListenConfig
-
-    config_path = parse_path("config", args.config)
-    config = FederationConfig.load(config_path)
-    state_dir = Path(args.state_dir) if args.state_dir else config_path.parent / "aggregator"
-    listen = ListenConfig(
-        host=args.listen or config.listen_host,
-        application_port=parse_integer("port", args.port, minimum=0)
-        if args.port
-        else config.listen_port,
-        enrollment_port=parse_integer("enrollment-port", args.enrollment_port, minimum=0)
-        if args.enrollment_port
-        else config.enrollment_port,
-    )
-    aggregator = make_aggregator(config_path, state_dir=state_dir, listen=listen)
-    summary = aggregator.run()
-    stdout_console().print(
-        f"federation finished: {summary['rounds_completed']} round(s), best round "
-        f"{summary['best_round']}, summary in {state_dir}",
-        markup=False,
-    )
-    return 0
-
-
-def _party(args: argparse.Namespace) -> int:
-    from enclaverec.federated.party import PartyOptions, PartyResult
-    from enclaverec.federated.roles import (
-        default_trainer_factory,
-        export_best_model,
-        make_party_session,
-        run_party,
-    )
-
-    threads = parse_integer("threads", args.threads, minimum=1) if args.threads else None
-    setup = make_party_session(parse_path("config", args.config))
-    export_dir = parse_path("export", args.export) if args.export else setup.config.export
-
-    def export(result: PartyResult) -> None:
-        if export_dir is None or result.best_model is None:
-            return
-        export_best_model(result, export_dir)
-
-    result = run_party(setup, default_trainer_factory(threads), PartyOptions(), export)
-    stdout_console().print(
-        f"{result.party_id}: trained in rounds {result.rounds_trained}; best global model from "
-        f"round {result.best_round}" + (f", exported to {export_dir}" if export_dir else ""),
-        markup=False,
-    )
-    return 0
-
-
 # --- simulate -----------------------------------------------------------------------------
 
 
@@ -427,32 +376,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--party-mrsigner", metavar="HEX", help="(gramine) the party enclaves' MRSIGNER"
     )
 
-    aggregator = add_command(
+    add_role_command(
         sub,
         "aggregator",
+        aggregator_role,
         help="run the aggregator role (its measured configuration is the federation file)",
-        handler=_aggregator,
     )
-    aggregator.add_argument("--config", required=True, metavar="FILE", help="federation.toml")
-    aggregator.add_argument("--listen", metavar="HOST", help="listen address (default: the file's)")
-    aggregator.add_argument("--port", metavar="PORT", help="application port (default: the file's)")
-    aggregator.add_argument(
-        "--enrollment-port", metavar="PORT", help="enrollment port (default: the file's)"
-    )
-    aggregator.add_argument(
-        "--state-dir", metavar="DIR", help="sealed state (default: beside the file)"
-    )
-
-    party = add_command(sub, "party", help="run one party", handler=_party)
-    party.add_argument("--config", required=True, metavar="FILE", help="party.toml")
-    party.add_argument(
-        "--export",
-        metavar="DIR",
-        help="write the best global model here (SavedModel; default: [party] export)",
-    )
-    party.add_argument(
-        "--threads", metavar="N", help="TensorFlow intra-op threads (default: all cores)"
-    )
+    add_role_command(sub, "party", party_role, help="run one party")
 
     simulate = add_command(
         sub,

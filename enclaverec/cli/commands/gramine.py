@@ -12,10 +12,7 @@ from typing import Any
 from enclaverec.cli.output import stderr_console, stdout_console
 from enclaverec.cli.registry import add_command
 from enclaverec.errors import StorageError, UsageError
-
-# Kept in step with enclaverec.tee.measurement.ROLES (checked by a test); not imported here so
-# that building the parser stays cheap.
-_ROLES = ("aggregator", "party", "owner", "keybroker", "paramserver", "worker")
+from enclaverec.tee.roles import ROLES as _ROLES
 
 _MANIFEST_DESCRIPTION = """\
 Write ROLE.manifest.toml, the rendered Gramine manifest of one enclave role, into DIR, with
@@ -25,7 +22,7 @@ directory.
 
 The manifest fixes argv and environment, lists every file the role loads as a trusted file
 with its SHA-256 (the interpreter, the standard library, the installed distributions the
-role uses, shared libraries, the measured package files), and sets
+role uses, shared libraries, the role's closure of package files), and sets
 sgx.remote_attestation = "dcap", sgx.enclave_size and sgx.max_threads; it has no insecure__
 option and takes nothing from the host. Run it on the SGX server, in the environment the
 enclave will run: every path in the manifest is part of the real MRENCLAVE.
@@ -179,7 +176,7 @@ def _read_config(path: Path) -> bytes:
 
 
 def _options(args: argparse.Namespace, **paths: Any) -> Any:
-    from enclaverec.tee.gramine_manifest import DEFAULT_GRAMINE_LIBDIR, ManifestOptions
+    from enclaverec.tools.gramine.render import DEFAULT_GRAMINE_LIBDIR, ManifestOptions
 
     libdir = args.gramine_libdir or DEFAULT_GRAMINE_LIBDIR
     return ManifestOptions.for_role(
@@ -195,17 +192,22 @@ def _options(args: argparse.Namespace, **paths: Any) -> Any:
 
 
 def _deployment(
-    args: argparse.Namespace, role: str, output: Path | None, config_bytes: bytes | None
+    args: argparse.Namespace,
+    role: str,
+    output: Path | None,
+    config_bytes: bytes | None,
+    *,
+    check_role: bool = False,
 ) -> dict[str, Any]:
     """The host paths the manifest names: the canonical config copy, sealed-state and data
     directories, with their defaults under ``output``."""
-    from enclaverec.tee.gramine_manifest import ROLE_DEFAULTS, MeasuredConfig
+    from enclaverec.tools.gramine.render import ROLE_DEFAULTS, MeasuredConfig
 
     config = None
     if config_bytes is not None:
         # Without an output directory (measure only) the given file stands for the copy.
         host = output / f"{role}.measured.toml" if output else _absolute(args.config)
-        config = MeasuredConfig.from_toml(config_bytes, host)
+        config = MeasuredConfig.from_toml(config_bytes, host, role if check_role else None)
     sealed = args.sealed_dir or (output / f"{role}-sealed" if output else None)
     data = args.data_dir or (
         output / "data" if output is not None and ROLE_DEFAULTS[role].reads_data else None
@@ -218,7 +220,7 @@ def _deployment(
 
 
 def _build(options: Any) -> Any:
-    from enclaverec.tee.gramine_manifest import build_layout
+    from enclaverec.tools.gramine.closure import build_layout
 
     with stderr_console().status(
         f"listing and hashing the files the {options.role} role loads", spinner="dots"
@@ -267,17 +269,23 @@ def _make_private_dir(path: Path) -> None:
 
 
 def _manifest(args: argparse.Namespace) -> int:
-    from enclaverec.tee.gramine_manifest import (
+    from enclaverec.tee.measurement import MEASURED_CONFIG_PATH
+    from enclaverec.tee.roles import role_spec
+    from enclaverec.tools.gramine.render import (
         ENCLAVE_DATA_DIR,
         ENCLAVE_SEALED_DIR,
         enclave_role,
         render_manifest,
     )
-    from enclaverec.tee.measurement import MEASURED_CONFIG_PATH
 
     role = enclave_role(args.role)
+    if not role_spec(role).runnable:
+        raise UsageError(
+            f"the {role} role has no entry module under enclaverec/roles/ yet: no enclave "
+            "can start it, so there is no manifest to render"
+        )
     output = _absolute(args.output)
-    paths = _deployment(args, role, output, _read_config(args.config))
+    paths = _deployment(args, role, output, _read_config(args.config), check_role=True)
     config, sealed_dir, data_dir = paths["config"], paths["sealed_dir"], paths["data_dir"]
     options = _options(args, **paths)
     layout = _build(options)
@@ -292,13 +300,16 @@ def _manifest(args: argparse.Namespace) -> int:
         _make_private_dir(data_dir)
 
     _warn_about(layout)
-    files = layout.all_trusted_files()
-    total = sum(item.size or 0 for item in files)
+    files, total = layout.closure_totals()
     console = stdout_console()
-    lines = [
-        f"wrote {manifest_path}: {len(files)} trusted files ({_mib(total)}), enclave "
-        f"{options.enclave_size}, {options.max_threads} threads, ISVPRODID "
-        f"{options.isv_prod_id}, ISVSVN {options.isv_svn}",
+    lines = []
+    if config.not_for_production:
+        lines.append(f"WARNING: {config.not_for_production}; `gramine check` refuses it")
+    lines += [
+        f"wrote {manifest_path}: enclave {options.enclave_size}, {options.max_threads} threads, "
+        f"ISVPRODID {options.isv_prod_id}, ISVSVN {options.isv_svn}",
+        f"trusted closure of the {role} role: {files} files, {_mib(total)} (each real file "
+        f"counted once), {layout.package_modules()} of them enclaverec modules",
         f"wrote {config.host_path} (canonical measured configuration, sha256 "
         f"{config.sha256}), mounted at {MEASURED_CONFIG_PATH}",
         f"sealed-state directory {sealed_dir}, mounted at {ENCLAVE_SEALED_DIR}",
@@ -317,8 +328,8 @@ def _manifest(args: argparse.Namespace) -> int:
 
 
 def _measure(args: argparse.Namespace) -> int:
-    from enclaverec.tee.gramine_manifest import enclave_role
     from enclaverec.tee.measurement import measured_inputs
+    from enclaverec.tools.gramine.render import enclave_role
 
     role = enclave_role(args.role)
     raw = _read_config(args.config) if args.config is not None else None
@@ -355,11 +366,7 @@ def _print_measured(
         console.print(f"{name:<16}{value}", markup=False, soft_wrap=True)
 
     console.print(f"measured inputs of the {layout.role} enclave (Gramine)", markup=False)
-    field(
-        "entry point",
-        f"{layout.console_script} (interpreter {layout.interpreter}, "
-        f"Python {layout.python_version})",
-    )
+    field("entry point", f"{layout.interpreter} (Python {layout.python_version})")
     field("argv", " ".join(layout.argv))
     for index, (name, value) in enumerate(layout.env):
         field("environment" if index == 0 else "", f"{name}={value}")
@@ -387,8 +394,12 @@ def _print_measured(
 
     files = layout.all_trusted_files()
     unhashed = [item for item in files if item.sha256 is None]
-    total = sum(item.size or 0 for item in files)
-    field("trusted files", f"{len(files)} files, {_mib(total)}")
+    real_files, real_total = layout.closure_totals()
+    field(
+        "trusted files",
+        f"{real_files} files, {_mib(real_total)} (each real file counted once; "
+        f"{layout.package_modules()} enclaverec modules)",
+    )
     table = Table(show_edge=False, pad_edge=False)
     table.add_column("group")
     table.add_column("files", justify="right")
@@ -412,7 +423,7 @@ def _print_measured(
         field("simulated MRENCLAVE", "")
         console.print(
             f"  {simulated} (what the simulated backend puts in this role's quotes for this "
-            "configuration; it covers the package files, argv and configuration only)",
+            "configuration; it covers the role's closure, argv and configuration only)",
             markup=False,
             soft_wrap=True,
         )
@@ -421,7 +432,7 @@ def _print_measured(
 
 def _check(args: argparse.Namespace) -> int:
     from enclaverec.cli.config import load_toml
-    from enclaverec.tee.gramine_manifest import check_manifest
+    from enclaverec.tools.gramine.check import check_manifest
 
     document = load_toml(args.file)
     check_manifest(document)

@@ -10,8 +10,8 @@ import pytest
 from enclaverec.crypto.signing import generate_p256_key
 from enclaverec.tee.measurement import measured_inputs
 from enclaverec.tee.ratls import RATLSCert
-from enclaverec.tee.simulated import SimulatedBackend
-from enclaverec.tee.simulation import SimulationPKI
+from enclaverec.tee.simulated_backend import SimulatedBackend
+from enclaverec.tee.simulation_pki import SimulationPKI
 
 VECTORS_NOW = "1750809600"
 SGX_MRENCLAVE = "33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb"

@@ -10,13 +10,15 @@ from __future__ import annotations
 import errno
 import json
 import pathlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from enclaverec.tee.measurement import measured_inputs
-from enclaverec.tee.simulated import SimulatedBackend
-from enclaverec.tee.simulation import SimulationPKI
+from enclaverec.tee.simulated_backend import SimulatedBackend
+from enclaverec.tee.simulation_pki import SimulationPKI
 
 PASSPHRASE = "clear-errors passphrase 41"
 LINE = "1\t" + "\t".join(["3"] * 13) + "\t" + "\t".join(["0a1b2c3d"] * 26) + "\n"
@@ -336,9 +338,15 @@ def test_config_without_its_format_key_names_the_key(table, site, run_cli):
         config, command = site / "fed" / "federation.toml", "aggregator"
     lines = config.read_text().splitlines()
     config.write_text("\n".join(line for line in lines if not line.startswith("format")) + "\n")
-    code, _, err = run_cli("federated", command, "--config", config)
-    assert code == 2
-    line = error_line(err)
+    # A role command replaces its process with the role's entry: run it as a process.
+    role = subprocess.run(
+        [sys.executable, "-m", "enclaverec.cli.main", "federated", command, "--config", config],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert role.returncode == 2, role.stderr
+    line = error_line(role.stderr)
     assert f"[{table}]: missing key format (expected format = 1)" in line
     assert "None" not in line
 

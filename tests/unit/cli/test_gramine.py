@@ -12,20 +12,25 @@ import pytest
 import tomli_w
 
 from enclaverec.cli.commands import gramine as gramine_command
-from enclaverec.tee.gramine_manifest import (
+from enclaverec.tee.measurement import ENTRY_POINTS, ROLES, measured_inputs
+from enclaverec.tools.gramine.closure import enclave_environment
+from enclaverec.tools.gramine.render import (
     EnclaveLayout,
     ManifestOptions,
     MeasuredConfig,
     TrustedFile,
-    enclave_environment,
 )
-from enclaverec.tee.measurement import ENTRY_POINTS, ROLES, measured_inputs
 
 CONFIG = b"""
+[federation]
+tee = "gramine"
+
 [plan]
 rounds = 5   # comments and order do not count
 parties = ["a", "b"]
 """
+
+SIMULATED_CONFIG = CONFIG.replace(b'tee = "gramine"', b'tee = "simulated"')
 
 SAFE_MANIFEST = {
     "libos": {"entrypoint": "/opt/venv/bin/enclaverec"},
@@ -68,6 +73,41 @@ def test_roles_are_the_measurements_roles():
 
 
 # --- refusals before anything is built ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "role, document",
+    [
+        ("party", CONFIG),  # federation.toml describes the aggregator
+        ("aggregator", b'[party]\nid = "party-0"\ntee = "gramine"\n'),
+        ("keybroker", b"[plan]\nrounds = 5\n"),  # describes no role at all
+    ],
+)
+def test_manifest_of_a_role_the_configuration_does_not_describe_exits_2(
+    run_cli, tmp_path, role, document
+):
+    config = tmp_path / "some.toml"
+    config.write_bytes(document)
+    output = tmp_path / "out"
+    code, _, err = run_cli(
+        "gramine", "manifest", "--role", role, "--config", config, "--output", output
+    )
+    assert code == 2
+    assert f"does not describe the {role} role" in err
+    assert not output.exists()  # nothing written
+
+
+@pytest.mark.parametrize("role", ["paramserver", "worker"])
+def test_manifest_of_a_role_without_an_entry_module_exits_2(run_cli, tmp_path, role):
+    config = tmp_path / f"{role}.toml"
+    config.write_bytes(f'[{role}]\ntee = "gramine"\n'.encode())
+    output = tmp_path / "out"
+    code, _, err = run_cli(
+        "gramine", "manifest", "--role", role, "--config", config, "--output", output
+    )
+    assert code == 2
+    assert "has no entry module" in err
+    assert not output.exists()
 
 
 @pytest.mark.parametrize("command", ["manifest", "measure"])
@@ -227,7 +267,7 @@ def test_measure_text_summarises_groups_and_names_the_real_mrenclave(tmp_path, c
     )
     out = capsys.readouterr().out
     assert "measured inputs of the keybroker enclave (Gramine)" in out
-    assert "enclaverec distributed keybroker --config /enclaverec/measured.toml" in out
+    assert "python3 -m enclaverec.roles.keybroker --config /enclaverec/measured.toml" in out
     assert "enclave 1G, max threads 32" in out
     assert "ISVPRODID 4, ISVSVN 0" in out
     assert "cbor2 6.3.0" in out and "3.0 MiB" in out
@@ -283,6 +323,13 @@ def test_manifest_writes_a_deterministic_manifest_and_the_canonical_config(
         if isinstance(entry, dict)
     }
     assert trusted[f"file:{output}/aggregator.measured.toml"] == expected_hash
+    assert "NOT FOR PRODUCTION" not in manifest.decode() and "WARNING" not in out
+    assert "ENCLAVEREC_NOT_FOR_PRODUCTION" not in document["loader"]["env"]
+    # The trusted closure, each real file once: no TensorFlow, Keras, scikit-learn, scipy,
+    # matplotlib, rich or pygments in the aggregator's enclave.
+    assert "trusted closure of the aggregator role: " in out
+    forbidden = ("tensorflow", "keras", "sklearn", "scipy", "matplotlib", "rich", "pygments")
+    assert not [u for u in trusted if any(f"/site-packages/{name}/" in u for name in forbidden)]
     sealed = output / "aggregator-sealed"
     assert stat.S_IMODE(sealed.stat().st_mode) == 0o700
     assert document["sgx"]["allowed_files"] == [f"file:{sealed}/", "file:/etc/hosts"]
@@ -341,3 +388,22 @@ def test_measure_json_shows_what_the_manifest_fixes(run_cli, config_file, tmp_pa
         measured["gramine"]["installed_here"]
         is Path("/usr/lib/x86_64-linux-gnu/gramine/libsysdb.so").is_file()
     )
+
+
+@pytest.mark.slow
+def test_a_simulated_configuration_renders_a_manifest_not_for_production(run_cli, tmp_path):
+    config = tmp_path / "federation.toml"
+    config.write_bytes(SIMULATED_CONFIG)
+    output = tmp_path / "deploy"
+    code, out, err = run_cli(
+        "gramine", "manifest", "--role", "aggregator", "--config", config, "--output", output
+    )
+    assert code == 0, err
+    assert "NOT FOR PRODUCTION" in out
+    manifest = (output / "aggregator.manifest.toml").read_text()
+    assert "NOT FOR PRODUCTION" in manifest.split("\n\n", 1)[0]  # the header comment
+    document = tomllib.loads(manifest)
+    assert "NOT FOR PRODUCTION" in document["loader"]["env"]["ENCLAVEREC_NOT_FOR_PRODUCTION"]
+    code, out, err = run_cli("gramine", "check", output / "aggregator.manifest.toml")
+    assert code == 3
+    assert "ENCLAVEREC_NOT_FOR_PRODUCTION" in err and "NOT FOR PRODUCTION" in err

@@ -22,12 +22,12 @@ from enclaverec.errors import (
 from enclaverec.federated.aggregator import SUMMARY_FILE, FederatedAggregator
 from enclaverec.federated.best_round import robust_auc, score_round
 from enclaverec.federated.config import FederatedPlan, FederationConfig, ModelKind
-from enclaverec.federated.roles import make_aggregator
 from enclaverec.federated.rounds import Phase, SelectionConfig, TaskKind
 from enclaverec.federated.setup import init_federation
 from enclaverec.federated.strategies import LocalTraining, StrategyConfig
 from enclaverec.federated.wire import Evaluation, decode_evaluation, encode_evaluation
 from enclaverec.paramservice.service import PushedUpdate
+from enclaverec.roles.aggregator import make_aggregator
 from enclaverec.tee.kinds import TEEKind
 from enclaverec.transport import tensors
 from enclaverec.transport.server import ListenConfig

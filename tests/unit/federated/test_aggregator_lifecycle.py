@@ -14,13 +14,14 @@ from enclaverec.data.schema import FeatureSpec
 from enclaverec.federated.aggregator import AuditLog, FederatedAggregator
 from enclaverec.federated.checkpoint import SEALING_LABEL, load_checkpoint
 from enclaverec.federated.config import FederatedPlan, FederationConfig, ModelKind
-from enclaverec.federated.roles import make_aggregator, role_backend
 from enclaverec.federated.rounds import Phase, SelectionConfig, TaskKind
 from enclaverec.federated.setup import init_federation
 from enclaverec.federated.strategies import LocalTraining, StrategyConfig
 from enclaverec.federated.wire import Evaluation
 from enclaverec.paramservice.service import PushedUpdate
+from enclaverec.roles.aggregator import make_aggregator
 from enclaverec.tee.kinds import TEEKind
+from enclaverec.tee.role_setup import role_backend
 from enclaverec.transport.server import ListenConfig
 
 PARTIES = ["party-0", "party-1"]

@@ -9,8 +9,8 @@ from tee_helpers import ISV_PROD_ID, ISV_SVN, MRENCLAVE, SIM_CREATED
 
 from enclaverec.tee.collateral import Collateral
 from enclaverec.tee.policy import PolicySpec
-from enclaverec.tee.simulated import SimulatedBackend
-from enclaverec.tee.simulation import SimulationPKI
+from enclaverec.tee.simulated_backend import SimulatedBackend
+from enclaverec.tee.simulation_pki import SimulationPKI
 from enclaverec.tee.verifier import DCAPVerifier, TrustRoot
 
 

@@ -249,7 +249,7 @@ def test_refuses_a_signature_replayed_for_another_key(make_ca, member_key, sim_b
 
 
 def test_refuses_evidence_that_fails_the_policy(sim_pki, make_ca, member_key):
-    from enclaverec.tee.simulated import SimulatedBackend
+    from enclaverec.tee.simulated_backend import SimulatedBackend
 
     other = SimulatedBackend(sim_pki, bytes.fromhex("77" * 32))
     ca = make_ca()

@@ -10,10 +10,10 @@ from tee_helpers import ISV_PROD_ID, ISV_SVN, MRENCLAVE, SIM_NOW
 
 from enclaverec.errors import TEEError, UsageError
 from enclaverec.tee.backend import EvidenceBackend, open_backend
-from enclaverec.tee.fake_device import SimulatedAttestationDevice
 from enclaverec.tee.gramine import GramineBackend
 from enclaverec.tee.measurement import measured_inputs
-from enclaverec.tee.simulated import SimulatedBackend
+from enclaverec.tee.simulated_backend import SimulatedBackend
+from enclaverec.tools.fake_device import SimulatedAttestationDevice
 
 
 @pytest.fixture(scope="module")

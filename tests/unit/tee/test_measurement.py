@@ -84,10 +84,52 @@ def test_changes_when_a_package_file_changes(package_copy):
     assert mrenclave(measured_inputs("aggregator", CONFIG, root=package_copy)) != before
 
 
-def test_changes_when_a_package_file_is_added(package_copy):
+def test_an_unimported_file_is_not_measured_until_the_closure_imports_it(package_copy):
     before = mrenclave(measured_inputs("keybroker", CONFIG, root=package_copy))
     (package_copy / "tee" / "extra.py").write_text("X = 1\n")
-    assert mrenclave(measured_inputs("keybroker", CONFIG, root=package_copy)) != before
+    assert mrenclave(measured_inputs("keybroker", CONFIG, root=package_copy)) == before
+    entry = package_copy / "roles" / "keybroker.py"
+    entry.write_text(entry.read_text() + "\nfrom enclaverec.tee import extra  # noqa\n")
+    after = measured_inputs("keybroker", CONFIG, root=package_copy)
+    assert "enclaverec/tee/extra.py" in {item.path for item in after.files}
+    assert mrenclave(after) != before
+
+
+def test_aggregator_unchanged_by_cli_help_text_or_gramine_tooling(package_copy):
+    before = mrenclave(measured_inputs("aggregator", CONFIG, root=package_copy))
+    for tool in ("cli/commands/federated.py", "cli/commands/gramine.py", "tools/fake_device.py"):
+        path = package_copy / tool
+        text = path.read_text()
+        assert "help=" in text or tool.endswith("fake_device.py")
+        path.write_text(text.replace('help="', 'help="edited: ', 1) + "\n# edited\n")
+    for tool in (package_copy / "tools").rglob("*.py"):
+        tool.write_text(tool.read_text() + "\n# edited\n")
+    assert mrenclave(measured_inputs("aggregator", CONFIG, root=package_copy)) == before
+
+
+def test_aggregator_changed_by_an_edit_to_any_module_of_its_closure(package_copy):
+    before = measured_inputs("aggregator", CONFIG, root=package_copy)
+    text = before.canonical_text().decode()
+    # Every module of the closure is hashed into the measured text...
+    for item in before.files:
+        digest = hashlib.sha256((package_copy.parent / item.path).read_bytes()).hexdigest()
+        assert f"file {digest} {item.path}\n" in text
+    # ...so an edit to any of them changes MRENCLAVE: the entry, a package __init__, a
+    # module reached only through another, and the proto stubs.
+    paths = {item.path for item in before.files}
+    for relative in (
+        "roles/aggregator.py",
+        "transport/__init__.py",
+        "crypto/aead.py",
+        "transport/proto/federated_pb2.py",
+    ):
+        assert f"enclaverec/{relative}" in paths
+        path = package_copy / relative
+        original = path.read_bytes()
+        path.write_bytes(original + b"\n# edited\n")
+        after = mrenclave(measured_inputs("aggregator", CONFIG, root=package_copy))
+        path.write_bytes(original)
+        assert after != mrenclave(before), relative
 
 
 def test_changes_when_the_entry_point_changes():
@@ -122,7 +164,7 @@ def test_invalid_measured_config_is_a_config_error():
 
 def test_model_code_is_measured_only_for_training_roles():
     aggregator = {item.path for item in measured_files("aggregator")}
-    worker = {item.path for item in measured_files("worker")}
+    worker = {item.path for item in measured_files("party")}
     assert "enclaverec/model/__init__.py" in worker
     assert not any(path.startswith("enclaverec/model/") for path in aggregator)
     assert "enclaverec/tee/measurement.py" in aggregator
@@ -134,8 +176,8 @@ def test_canonical_text_is_the_documented_format():
     lines = inputs.canonical_text().decode("utf-8").split("\n")
     assert lines[0] == MEASUREMENT_FORMAT
     assert lines[1] == "role party"
-    assert (
-        lines[2] == 'argv ["enclaverec","federated","party","--config","/enclaverec/measured.toml"]'
+    assert lines[2] == (
+        'argv ["python3","-m","enclaverec.roles.party","--config","/enclaverec/measured.toml"]'
     )
     assert lines[3] == "config " + hashlib.sha256(canonical_config(CONFIG)).hexdigest()
     file_lines = lines[4:-1]

@@ -40,7 +40,7 @@ from enclaverec.tee.policy import (
     policy_from_toml,
 )
 from enclaverec.tee.quote import parse_unverified_quote
-from enclaverec.tee.simulated import SimulatedBackend
+from enclaverec.tee.simulated_backend import SimulatedBackend
 from enclaverec.tee.verifier import TrustRoot, VerifiedQuote
 
 

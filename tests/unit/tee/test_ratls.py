@@ -274,8 +274,8 @@ def test_create_refuses_bad_arguments(sim_backend):
 def test_gramine_backend_makes_verifiable_certificates(
     sim_backend, sim_verifier, provider, sim_spec, tmp_path
 ):
-    from enclaverec.tee.fake_device import SimulatedAttestationDevice
     from enclaverec.tee.gramine import GramineBackend
+    from enclaverec.tools.fake_device import SimulatedAttestationDevice
 
     with SimulatedAttestationDevice(tmp_path / "attestation", sim_backend) as device:
         made = RATLSCert.create(

@@ -9,7 +9,7 @@ import pytest
 from enclaverec.crypto.keys import fingerprint
 from enclaverec.errors import IntegrityError, UsageError
 from enclaverec.tee.sealed_keys import load_or_create_sealed_key, sealed_key_path
-from enclaverec.tee.simulated import SimulatedBackend
+from enclaverec.tee.simulated_backend import SimulatedBackend
 
 
 def test_made_once_then_unsealed(tmp_path, sim_backend):

@@ -18,8 +18,8 @@ from pathlib import Path
 import grpc
 
 from enclaverec.tee.policy import Policy, PolicySpec
-from enclaverec.tee.simulated import SimulatedBackend
-from enclaverec.tee.simulation import SimulationPKI
+from enclaverec.tee.simulated_backend import SimulatedBackend
+from enclaverec.tee.simulation_pki import SimulationPKI
 from enclaverec.tee.verifier_context import VerifierContext
 from enclaverec.transport.server import AttestedServer
 

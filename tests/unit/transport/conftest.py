@@ -17,7 +17,7 @@ from channel_helpers import (
 from enclaverec.crypto.keys import public_key_pem
 from enclaverec.crypto.signing import generate_p256_key
 from enclaverec.tee.attested_ca import EnrollmentConfig
-from enclaverec.tee.simulation import SimulationPKI
+from enclaverec.tee.simulation_pki import SimulationPKI
 from enclaverec.tee.verifier_context import system_clock
 from enclaverec.transport.enrollment import EnrollmentCredentials
 from enclaverec.transport.server import (

@@ -36,9 +36,9 @@ from enclaverec.tee.attested_ca import (
     sign_statement,
     statement_digest,
 )
-from enclaverec.tee.fake_device import SimulatedAttestationDevice
 from enclaverec.tee.gramine import GramineBackend
 from enclaverec.tee.ratls import RATLSCert
+from enclaverec.tools.fake_device import SimulatedAttestationDevice
 from enclaverec.transport.channel import AttestedChannel, ClientIdentity, ServerPin
 from enclaverec.transport.enrollment import EnrollmentCredentials, enroll
 from enclaverec.transport.proto import enrollment_pb2, enrollment_pb2_grpc

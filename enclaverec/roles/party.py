@@ -1,12 +1,16 @@
-"""Running one role from its configuration file: the evidence backend, the verifier
-context, the session or server, the trainer. The CLI's ``federated aggregator`` and
-``federated party`` are thin wrappers around these; tests call them in-process.
+"""A party's enclave: ``python3 -m enclaverec.roles.party --config party.toml``.
+
+A party trains (logistic regression in numpy, or the TensorFlow DLRM imported only then),
+so its closure reaches ``enclaverec.model``. It exports the best global model into its own
+trust domain.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,44 +18,19 @@ from enclaverec.crypto import keys
 from enclaverec.data.prepared import load_prepared
 from enclaverec.data.schema import DataSet
 from enclaverec.errors import ConfigError, UsageError
-from enclaverec.federated.aggregator import FederatedAggregator
-from enclaverec.federated.config import FederatedPlan, FederationConfig, ModelKind, PartyConfig
+from enclaverec.federated.config import FederatedPlan, ModelKind, PartyConfig
 from enclaverec.federated.party import FederatedParty, PartyOptions, PartyResult, TrainerFactory
+from enclaverec.roles.runner import integer, run
 from enclaverec.tee.kinds import TEEKind
-from enclaverec.tee.role_setup import role_backend as role_backend
-from enclaverec.tee.role_setup import verifier_context as verifier_context
+from enclaverec.tee.role_setup import role_backend, verifier_context
 from enclaverec.training import Trainer
 from enclaverec.transport.endpoints import ServerEndpoints
 from enclaverec.transport.enrollment import EnrollmentCredentials
-from enclaverec.transport.server import ListenConfig
 from enclaverec.transport.session import ClientSession, Session
 
 log = logging.getLogger(__name__)
 
-
-def make_aggregator(
-    config_path: Path,
-    *,
-    state_dir: Path,
-    listen: ListenConfig,
-    attestation_dir: Path | None = None,
-) -> FederatedAggregator:
-    config = FederationConfig.load(config_path)
-    backend = role_backend(
-        "aggregator", config.tee, config.raw, config.simulation_dir, attestation_dir
-    )
-    party_verification = None
-    if config.parties_attest and config.tee is not TEEKind.NONE:
-        party_verification = verifier_context(
-            config.tee, config.party_policy, config.simulation_dir, config.pccs_url
-        )
-    return FederatedAggregator(
-        config,
-        backend=backend,
-        state_dir=state_dir,
-        listen=listen,
-        party_verification=party_verification,
-    )
+NAME = "party"
 
 
 def default_trainer_factory(threads: int | None = None) -> TrainerFactory:
@@ -159,3 +138,42 @@ def export_best_model(result: PartyResult, directory: Path) -> Path:
         hashing=plan.hashing,
     )
     return export_saved_model(result.trainer, result.best_model, directory, metadata)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, metavar="FILE", help="party.toml")
+    parser.add_argument(
+        "--export",
+        metavar="DIR",
+        help="write the best global model here (SavedModel; default: [party] export)",
+    )
+    parser.add_argument(
+        "--threads", metavar="N", help="TensorFlow intra-op threads (default: all cores)"
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    threads = integer("threads", args.threads, minimum=1) if args.threads else None
+    setup = make_party_session(Path(args.config))
+    export_dir = Path(args.export) if args.export else setup.config.export
+
+    def export(result: PartyResult) -> None:
+        if export_dir is None or result.best_model is None:
+            return
+        export_best_model(result, export_dir)
+
+    result = run_party(setup, default_trainer_factory(threads), PartyOptions(), export)
+    print(
+        f"{result.party_id}: trained in rounds {result.rounds_trained}; best global model from "
+        f"round {result.best_round}" + (f", exported to {export_dir}" if export_dir else ""),
+        flush=True,
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(NAME, add_arguments, _run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

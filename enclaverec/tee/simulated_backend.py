@@ -19,7 +19,7 @@ from enclaverec.tee.backend import (
     sealing_info,
 )
 from enclaverec.tee.quote import SGX_FLAG_DEBUG, SGX_FLAG_INIT, SGX_FLAG_MODE64BIT, SGXReportBody
-from enclaverec.tee.simulation import SimulationPKI
+from enclaverec.tee.simulation_pki import SimulationPKI
 
 log = logging.getLogger(__name__)
 

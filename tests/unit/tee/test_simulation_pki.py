@@ -25,8 +25,8 @@ from enclaverec.errors import (
 )
 from enclaverec.tee.policy import PolicySpec, default_policy
 from enclaverec.tee.quote import parse_unverified_quote
-from enclaverec.tee.simulated import SimulatedBackend
-from enclaverec.tee.simulation import QUOTE_USER_DATA, SimulatedPlatform, SimulationPKI
+from enclaverec.tee.simulated_backend import SimulatedBackend
+from enclaverec.tee.simulation_pki import QUOTE_USER_DATA, SimulatedPlatform, SimulationPKI
 from enclaverec.tee.verifier import DCAPVerifier, TrustRoot
 
 REPORT_DATA = bytes(range(64))

@@ -33,7 +33,7 @@ from enclaverec.tee.gramine import (
     QUOTE_FILE,
     USER_REPORT_DATA_FILE,
 )
-from enclaverec.tee.simulated import SimulatedBackend
+from enclaverec.tee.simulated_backend import SimulatedBackend
 
 log = logging.getLogger(__name__)
 
