@@ -11,9 +11,7 @@ The malicious behaviour lives only in the benchmark (``app/bench_robustness.py``
 from __future__ import annotations
 
 import argparse
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from enclaverec.app.bench_robustness import (
@@ -27,7 +25,8 @@ from enclaverec.app.bench_robustness import (
     RobustnessConfig,
     run_robustness,
 )
-from enclaverec.cli.options import parse_integer, parse_path
+from enclaverec.cli.bench_runs import run_and_report
+from enclaverec.cli.options import parse_integer
 from enclaverec.cli.output import ConsoleEvents, stdout_console
 from enclaverec.cli.registry import add_command
 from enclaverec.data.registry import dataset_names
@@ -96,27 +95,13 @@ def _print(report: Mapping[str, Any]) -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from enclaverec.report import write_json
-
     config = parse_config(args)
-    output = parse_path("output", args.output) if args.output is not None else None
-    if output is not None and not output.parent.is_dir():
-        raise UsageError(f"directory does not exist: {output.parent}")
-    if args.runs is not None:
-        runs = parse_path("runs", args.runs)
-        if runs.exists() and any(runs.iterdir()):
-            raise UsageError(f"refusing to write into the non-empty folder {runs}")
-        runs.mkdir(parents=True, exist_ok=True)
-        report = run_robustness(config, runs, events=ConsoleEvents())
-    else:
-        # The runs hold plaintext data shares, exported models and the simulation's keys.
-        with tempfile.TemporaryDirectory(prefix="enclaverec-bench-robustness-") as work:
-            report = run_robustness(config, Path(work), events=ConsoleEvents())
-    _print(report)
-    if output is not None:
-        write_json(output, report)
-        stdout_console().print(f"written: {output}", markup=False)
-    return 0
+    return run_and_report(
+        args,
+        lambda work: run_robustness(config, work, events=ConsoleEvents()),
+        _print,
+        prefix="enclaverec-bench-robustness-",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
