@@ -35,6 +35,7 @@ from enclaverec.distributed.config import (
 )
 from enclaverec.errors import ConfigError, EnclaveRecError, TrainingError, UsageError
 from enclaverec.report import METRICS_FILE
+from enclaverec.roles import worker as worker_role
 from enclaverec.tee.kinds import TEEKind, check_tee_for
 
 JOB_DIR = "job"
@@ -42,7 +43,7 @@ SHARDS_DIR = "shards"
 OWNER_KEY_DIR = "owner-key"
 LOGS_DIR = "logs"
 MODEL_CHOICES = ("small", "kaggle", "logreg")
-WORKER_RESULT_PREFIX = "worker result: "
+WORKER_RESULT_PREFIX = worker_role.RESULT_PREFIX
 
 
 # --- the plan ---------------------------------------------------------------------------------

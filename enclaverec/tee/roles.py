@@ -42,12 +42,6 @@ class RoleSpec:
     in_enclave: bool = True
 
     @property
-    def runnable(self) -> bool:
-        """Whether the entry is a role entry module (``main``, its own flags): a Gramine
-        manifest can only start such an entry."""
-        return self.entry.startswith("enclaverec.roles.")
-
-    @property
     def argv(self) -> tuple[str, ...]:
         """The role's fixed argv (the manifest's ``loader.argv``); flags that do not change
         measured behaviour (address, port, log level, sealed-state directory) are not part
@@ -96,11 +90,9 @@ ROLE_SPECS: Mapping[str, RoleSpec] = {
             config_file="job.toml",
             config_table="job",
         ),
-        # Parameter servers and workers: their entry is the module that runs them until
-        # their own entry modules and commands land (they measure what they run today).
         RoleSpec(
             "paramserver",
-            "enclaverec.distributed.paramserver",
+            "enclaverec.roles.paramserver",
             ("distributed", "paramserver"),
             trains=False,
             isv_prod_id=5,
@@ -109,7 +101,7 @@ ROLE_SPECS: Mapping[str, RoleSpec] = {
         ),
         RoleSpec(
             "worker",
-            "enclaverec.distributed.worker",
+            "enclaverec.roles.worker",
             ("distributed", "worker"),
             trains=True,
             isv_prod_id=6,

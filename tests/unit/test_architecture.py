@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 ENCLAVE_SIDE = [
     "enclaverec.roles.aggregator",
     "enclaverec.roles.keybroker",
+    "enclaverec.roles.paramserver",
     "enclaverec.federated.aggregator",
     "enclaverec.evaluation",
     "enclaverec.arrays",
@@ -84,6 +85,14 @@ def test_enclave_side_imports_with_tensorflow_unavailable():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_every_enclave_role_runs_its_own_entry_module():
+    # What a role imports is what it runs and what is measured: no enclave role may start
+    # a module of a scheme package (which would pull in more than the role needs).
+    for spec in ROLE_SPECS.values():
+        if spec.in_enclave:
+            assert spec.entry == f"enclaverec.roles.{spec.name}", spec
 
 
 def test_every_enclave_role_entry_has_an_import_contract():

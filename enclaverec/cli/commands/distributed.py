@@ -23,6 +23,8 @@ from enclaverec.cli.registry import add_command
 from enclaverec.cli.roles import add_role_command
 from enclaverec.errors import UsageError
 from enclaverec.roles import keybroker as keybroker_role
+from enclaverec.roles import paramserver as paramserver_role
+from enclaverec.roles import worker as worker_role
 from enclaverec.tee.kinds import TEEKind, parse_tee, tee_choices, tee_help
 from enclaverec.transport.endpoints import require_loopback_for_plaintext
 
@@ -160,37 +162,6 @@ def _init(args: argparse.Namespace) -> int:
 
 
 # --- the roles ------------------------------------------------------------------------------
-
-
-def _paramserver(args: argparse.Namespace) -> int:
-    from enclaverec.distributed.paramserver import run_paramserver
-
-    result = run_paramserver(
-        parse_path("config", args.config),
-        state_dir=Path(args.state_dir) if args.state_dir else None,
-        listen_host=args.listen,
-    )
-    stdout_console().print(
-        f"{result.paramserver_id}: {result.applied_step} steps applied, shard of the best "
-        f"epoch ({result.best_epoch}) sent to the key broker, {result.checkpoints} sealed "
-        "checkpoint(s)"
-        + (f"; resumed at step {result.resumed_from_step}" if result.resumed_from_step else ""),
-        markup=False,
-    )
-    return 0
-
-
-def _worker(args: argparse.Namespace) -> int:
-    from enclaverec.distributed.worker import run_worker
-
-    threads = parse_integer("threads", args.threads, minimum=1) if args.threads else None
-    result = run_worker(parse_path("config", args.config), threads=threads)
-    # One machine-readable line (timings and byte counts only: no data, no weight) that
-    # `distributed simulate` and `bench distributed` read from the role's log.
-    stdout_console().print(
-        f"worker result: {json.dumps(result.to_dict())}", markup=False, soft_wrap=True
-    )
-    return 0
 
 
 # --- the owner ------------------------------------------------------------------------------
@@ -384,29 +355,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run the key broker (measured configuration: job.toml)",
     )
 
-    paramserver = add_command(
+    add_role_command(
         sub,
         "paramserver",
+        paramserver_role,
         help="run a parameter server (measured configuration: paramserver.toml)",
-        handler=_paramserver,
     )
-    paramserver.add_argument("--config", required=True, metavar="FILE", help="paramserver.toml")
-    paramserver.add_argument(
-        "--listen", metavar="HOST", help="listen address (default: the file's)"
-    )
-    paramserver.add_argument(
-        "--state-dir", metavar="DIR", help="sealed keys and checkpoints (default: state/ beside it)"
-    )
-    worker = add_command(
+    add_role_command(
         sub,
         "worker",
+        worker_role,
         help="run a worker (measured configuration: worker.toml); its shard is decrypted in "
         "memory only",
-        handler=_worker,
-    )
-    worker.add_argument("--config", required=True, metavar="FILE", help="worker.toml")
-    worker.add_argument(
-        "--threads", metavar="N", help="TensorFlow intra-op threads (default: all cores)"
     )
 
     simulate = add_command(

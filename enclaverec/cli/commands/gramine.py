@@ -270,7 +270,6 @@ def _make_private_dir(path: Path) -> None:
 
 def _manifest(args: argparse.Namespace) -> int:
     from enclaverec.tee.measurement import MEASURED_CONFIG_PATH
-    from enclaverec.tee.roles import role_spec
     from enclaverec.tools.gramine.render import (
         ENCLAVE_DATA_DIR,
         ENCLAVE_SEALED_DIR,
@@ -279,11 +278,6 @@ def _manifest(args: argparse.Namespace) -> int:
     )
 
     role = enclave_role(args.role)
-    if not role_spec(role).runnable:
-        raise UsageError(
-            f"the {role} role has no entry module under enclaverec/roles/ yet: no enclave "
-            "can start it, so there is no manifest to render"
-        )
     output = _absolute(args.output)
     paths = _deployment(args, role, output, _read_config(args.config), check_role=True)
     config, sealed_dir, data_dir = paths["config"], paths["sealed_dir"], paths["data_dir"]

@@ -484,11 +484,6 @@ class EnclaveLayout:
             raise UsageError("a manifest needs the measured configuration (--config)")
         if self.options.sealed_dir is None:
             raise UsageError("a manifest needs the sealed-state directory")
-        if not role_spec(self.role).runnable:
-            raise UsageError(
-                f"the {self.role} role has no entry module under enclaverec/roles/ yet, so no "
-                "enclave can start it (tee/roles.py ROLE_SPECS)"
-            )
         libos = next((item for item in self.trusted_files if item.path == self.libos_path), None)
         loader_entrypoint: dict[str, str] = {"uri": f"file:{self.libos_path}"}
         if libos is not None and libos.sha256 is not None:

@@ -97,19 +97,6 @@ def test_manifest_of_a_role_the_configuration_does_not_describe_exits_2(
     assert not output.exists()  # nothing written
 
 
-@pytest.mark.parametrize("role", ["paramserver", "worker"])
-def test_manifest_of_a_role_without_an_entry_module_exits_2(run_cli, tmp_path, role):
-    config = tmp_path / f"{role}.toml"
-    config.write_bytes(f'[{role}]\ntee = "gramine"\n'.encode())
-    output = tmp_path / "out"
-    code, _, err = run_cli(
-        "gramine", "manifest", "--role", role, "--config", config, "--output", output
-    )
-    assert code == 2
-    assert "has no entry module" in err
-    assert not output.exists()
-
-
 @pytest.mark.parametrize("command", ["manifest", "measure"])
 def test_owner_has_no_manifest(run_cli, config_file, tmp_path, command):
     extra = ["--output", tmp_path / "out"] if command == "manifest" else []
