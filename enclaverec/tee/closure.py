@@ -34,6 +34,23 @@ _PARSE_LOCK = threading.Lock()
 """CPython 3.11 can fail ``ast.parse`` run in two threads at once ("AST constructor
 recursion depth mismatch", gh-106905); roles measure themselves while servers run."""
 
+_PARSE_ATTEMPTS = 5
+
+
+def parse_source(source: bytes, path: Path) -> ast.Module:
+    """``ast.parse``, serialised and retried on CPython 3.11's spurious "AST constructor
+    recursion depth mismatch" (gh-106905). The lock covers our own callers only: the
+    standard library's ``traceback`` also parses (to place its carets) when another thread
+    logs an exception, and that race shows up as this SystemError, never as a wrong tree."""
+    with _PARSE_LOCK:
+        for attempt in range(_PARSE_ATTEMPTS):
+            try:
+                return ast.parse(source, filename=str(path))
+            except SystemError as exc:
+                if "recursion depth mismatch" not in str(exc) or attempt == _PARSE_ATTEMPTS - 1:
+                    raise
+    raise AssertionError("unreachable")
+
 
 def module_file(name: str, root: Path) -> Path | None:
     """The source file of package module ``name`` (dotted) under package directory
@@ -91,8 +108,7 @@ def imported_modules(name: str, path: Path, root: Path) -> set[str]:
     """The package modules that module ``name`` (source ``path``) imports."""
     try:
         source = path.read_bytes()
-        with _PARSE_LOCK:
-            tree = ast.parse(source, filename=str(path))
+        tree = parse_source(source, path)
     except SyntaxError as exc:
         raise UsageError(f"{path} does not parse: {exc}") from exc
     is_package = path.name == "__init__.py"

@@ -14,6 +14,7 @@ from pathlib import Path
 from enclaverec.errors import (
     UsageError,
 )
+from enclaverec.tee.closure import parse_source
 from enclaverec.tee.measurement import (
     measured_files,
     package_root,
@@ -95,7 +96,7 @@ def third_party_imports(role: str, root: Path | None = None) -> tuple[str, ...]:
     for item in measured_files(role, root):
         source_path = root.parent / item.path
         try:
-            tree = ast.parse(source_path.read_bytes(), filename=str(source_path))
+            tree = parse_source(source_path.read_bytes(), source_path)
         except SyntaxError as exc:
             raise UsageError(f"{item.path} does not parse: {exc}") from exc
         for node in ast.walk(tree):
