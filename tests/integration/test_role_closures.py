@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from distributed_helpers import make_job, owner
+from distributed_helpers import make_job, owner, running_keybroker
 from federation_helpers import WAIT_SECONDS, logreg_plan, new_federation
 
 from enclaverec.tee.closure import closure
@@ -124,3 +124,37 @@ def test_keybroker_loads_only_its_closure(tmp_path):
     assert process.returncode == 130, output.decode(errors="replace")[-3000:]
     loaded = _check_within_closure("keybroker", tmp_path / "keybroker.json")
     assert "enclaverec.distributed.keybroker" in loaded
+
+
+def test_parameter_server_and_workers_load_only_their_closures(tmp_path):
+    job = make_job(tmp_path, epochs=1)
+    prefix = tmp_path / "no-bytecode"
+    with running_keybroker(job), owner(job) as client:
+        client.submit()
+        processes = {}
+        for role, paths in (
+            ("paramserver", job.files.paramserver_configs),
+            ("worker", job.files.worker_configs),
+        ):
+            for path in paths:
+                processes[path.parent.name] = (
+                    role,
+                    subprocess.Popen(
+                        _dumping_role(
+                            ROLE_SPECS[role].entry,
+                            tmp_path / f"{path.parent.name}.json",
+                            ["--config", str(path)],
+                            prefix,
+                        ),
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT,
+                    ),
+                )
+        for name, (_, process) in processes.items():
+            output, _ = process.communicate(timeout=WAIT_SECONDS * 2)
+            assert process.returncode == 0, f"{name}: {output.decode(errors='replace')[-3000:]}"
+        client.wait_finished(30)
+    for name, (role, _) in processes.items():
+        loaded = _check_within_closure(role, tmp_path / f"{name}.json")
+        assert f"enclaverec.distributed.{role}" in loaded
+        assert not any(module.startswith("enclaverec.cli") for module in loaded)
