@@ -86,6 +86,9 @@ def check_output_file(path: Path, *, flag: str = "--output") -> Path:
         raise OutputFolderError(
             f"{flag} {path} is a folder, not a file: give a file name (e.g. {path}/figures.json)"
         )
+    if not path.parent.is_dir():
+        # The report writers create no folders (files.write_atomically).
+        raise OutputFolderError(f"directory does not exist: {path.parent}")
     if not path.exists():
         _writable_parent(path)
     elif not os.access(path, os.W_OK):

@@ -11,7 +11,6 @@ from pathlib import Path
 from enclaverec.cli.options import parse_integer
 from enclaverec.cli.output import stdout_console
 from enclaverec.cli.registry import add_command
-from enclaverec.errors import UsageError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,8 +52,10 @@ def _run(args: argparse.Namespace) -> int:
         repeats=parse_integer("repeats", args.repeats, minimum=1),
         kaggle_steps=parse_integer("kaggle-steps", args.kaggle_steps, minimum=0),
     )
-    if args.output is not None and not args.output.parent.is_dir():
-        raise UsageError(f"directory does not exist: {args.output.parent}")
+    if args.output is not None:
+        from enclaverec.app.outputs import check_output_file
+
+        check_output_file(args.output)
     console = stdout_console()
 
     def show(run: bench.BenchRun) -> None:

@@ -29,11 +29,12 @@ def run_and_report(
 ) -> int:
     """Check ``--output`` and ``--runs`` before any work, ``run`` in the runs folder, print
     the report and write it to ``--output`` if given."""
+    from enclaverec.app.outputs import check_output_file
     from enclaverec.report import write_json
 
     output = parse_path("output", args.output) if args.output is not None else None
-    if output is not None and not output.parent.is_dir():
-        raise UsageError(f"directory does not exist: {output.parent}")
+    if output is not None:
+        check_output_file(output)
     if args.runs is not None:
         runs = parse_path("runs", args.runs)
         if runs.exists() and any(runs.iterdir()):

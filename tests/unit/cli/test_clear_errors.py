@@ -180,6 +180,27 @@ OS_ERROR_CASES = {
         "{site}/folder",
         "is a folder, not a file",
     ),
+    # Checked before the benchmark runs (minutes of work), not when the figures are written.
+    "bench scale --output FOLDER": (
+        ["bench", "scale", "--output", "{site}/folder"],
+        "{site}/folder",
+        "is a folder, not a file",
+    ),
+    "bench distributed --output FOLDER": (
+        ["bench", "distributed", "--output", "{site}/folder"],
+        "{site}/folder",
+        "is a folder, not a file",
+    ),
+    "bench federated --output FOLDER": (
+        ["bench", "federated", "--output", "{site}/folder"],
+        "{site}/folder",
+        "is a folder, not a file",
+    ),
+    "bench robustness --output FOLDER": (
+        ["bench", "robustness", "--output", "{site}/folder"],
+        "{site}/folder",
+        "is a folder, not a file",
+    ),
 }  # fmt: skip
 
 
