@@ -24,13 +24,11 @@ Figures taken while other work runs on the machine are provisional.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from enclaverec.app.data import DataConfig, load_data
-from enclaverec.app.events import JobEvents, QuietEvents
+from enclaverec.app.events import JobEvents, QuietEvents, quiet_loggers
 from enclaverec.app.federation import (
     FederationPlanConfig,
     FederationSetup,
@@ -417,23 +415,6 @@ def measure_update_bytes(
     }
 
 
-@contextlib.contextmanager
-def _quiet(names: Sequence[str]) -> Iterator[None]:
-    """Keep the per-connection info lines of these loggers (a dozen sessions) out of the
-    benchmark's output; warnings (the SIMULATED notices) still show, and ``--log-level
-    debug`` shows everything."""
-    loggers = [logging.getLogger(name) for name in names]
-    levels = [logger.level for logger in loggers]
-    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
-        for logger in loggers:
-            logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
-
-
 def _timed(action: Callable[[], Any]) -> float:
     started = time.perf_counter()
     action()
@@ -564,7 +545,9 @@ def measure_overhead(config: BenchFederatedConfig, work: Path, events: JobEvents
     if last_simulated is None:  # repeats >= 1 makes this unreachable; never time nothing
         raise TrainingError("no simulated federation ran")
     events.section("attestation and enrollment cost")
-    with _quiet(("enclaverec.transport", "enclaverec.tee.sealed_keys", "enclaverec.federated")):
+    with quiet_loggers(
+        ("enclaverec.transport", "enclaverec.tee.sealed_keys", "enclaverec.federated")
+    ):
         attestation = measure_attestation(
             last_simulated, work / "attestation-state", config.enrollments
         )

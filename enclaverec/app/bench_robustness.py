@@ -22,14 +22,12 @@ one left out).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import enum
-import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from enclaverec.app.data import DataConfig, load_data
-from enclaverec.app.events import JobEvents, QuietEvents
+from enclaverec.app.events import JobEvents, QuietEvents, quiet_loggers
 from enclaverec.app.federation import FederationPlanConfig, FederationSetup, build_plan
 from enclaverec.errors import ConfigError, TrainingError
 from enclaverec.federated.strategies import DEFAULT_STRATEGY
@@ -231,22 +229,6 @@ def _run_federation(
     return scores.auc, int(party.best_round), float(summary["best_test"]["test_auc"])
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """The roles' per-round info lines stay out of the table's way (warnings still show)."""
-    names = ("enclaverec", "grpc")
-    loggers = [logging.getLogger(name) for name in names]
-    levels = [logger.level for logger in loggers]
-    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
-        for logger in loggers:
-            logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
-
-
 def run_robustness(
     config: RobustnessConfig, work: Path, *, events: JobEvents | None = None
 ) -> dict[str, Any]:
@@ -256,7 +238,8 @@ def run_robustness(
     events = events or QuietEvents()
     started, load_before = time.perf_counter(), os.getloadavg()[0]
     cells: list[CellResult] = []
-    with _quiet():
+    # The roles' per-round info lines stay out of the table's way (warnings still show).
+    with quiet_loggers(("enclaverec", "grpc")):
         for name in config.datasets:
             data_config = DataConfig.builtin(name, seed=config.seed)
             dataset = load_data(data_config, progress=False)

@@ -3,7 +3,8 @@ observer, so the library never prints and the CLI decides how things look."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
@@ -38,3 +39,20 @@ class QuietEvents:
     @contextmanager
     def training(self) -> Iterator[TrainingObserver]:
         yield TrainingObserver()
+
+
+@contextmanager
+def quiet_loggers(names: Sequence[str]) -> Iterator[None]:
+    """Keep the info lines of these loggers (per connection, per round) out of a
+    benchmark's output while it runs; warnings (the SIMULATED notices) still show, and
+    ``--log-level debug`` shows everything."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
