@@ -535,8 +535,14 @@ class KeyBroker:
     # --- epochs ----------------------------------------------------------------------------
 
     def submit_evaluation(self, worker: str, payload: keybroker_pb2.EvaluationPayload) -> None:
-        evaluation = _decode_evaluation(payload)
         epoch = int(payload.epoch)
+        try:
+            evaluation = _decode_evaluation(payload)
+            self._check_counts(evaluation, epoch)
+        except MalformedInputError as exc:
+            self.audit.write("refused", member=worker, check="evaluation", reason=str(exc))
+            log.warning("refused %s's evaluation: %s", worker, exc)
+            raise
         with self._cond:
             closed = len(self.state.epochs)
             if epoch <= closed:
@@ -547,6 +553,22 @@ class KeyBroker:
             if set(self._evaluations[epoch]) == set(self.config.workers):
                 self._close_epoch(epoch, self._evaluations.pop(epoch))
                 self._cond.notify_all()
+
+    def _check_counts(self, evaluation: _Evaluation, epoch: int) -> None:
+        """A worker's step and row counts go into the owner's metrics: bounded by the plan
+        (an epoch's evaluation follows its last step; a worker trains on at most the
+        training rows per epoch)."""
+        plan = self.config.plan
+        last_step = min(epoch, plan.epochs) * plan.schedule().steps_per_epoch
+        if evaluation.steps > last_step:
+            raise MalformedInputError(
+                f"steps {evaluation.steps} beyond epoch {epoch}'s last step {last_step}"
+            )
+        if evaluation.train_samples > plan.train_rows:
+            raise MalformedInputError(
+                f"train_samples {evaluation.train_samples} above the plan's "
+                f"{plan.train_rows} training rows"
+            )
 
     def _close_epoch(self, epoch: int, parts: dict[str, _Evaluation]) -> None:
         ordered = [parts[worker] for worker in self.config.workers]
