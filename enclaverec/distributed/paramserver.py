@@ -275,7 +275,8 @@ class ParamServer:
         deadline = plan.worker_deadline_seconds
         while True:
             self._wait_for_step(epoch * per_epoch, deadline)
-            snapshot = self.shard.snapshot()
+            # Not the shard as it is now: the workers may be in the next epoch already.
+            snapshot = self.shard.epoch_model(epoch)
             go_on, best_epoch = next_directive(
                 self.session, epoch, deadline_seconds=max(deadline, 60.0) * 2
             )

@@ -14,6 +14,10 @@ worker whose rows of the batch are none pushes an empty contribution); ``await_s
 returns once it is. Asynchronous: each push is applied at once, weighted by its rows over
 the global batch's; ``await_step(t)`` returns once the slowest worker has pushed step
 ``t - staleness`` (stale synchronous parallel, Ho et al. 2013).
+
+The model of an epoch is copied under the lock the moment the epoch's last step passes
+its barrier (:meth:`ShardServer.epoch_model`): the server's own thread may run late (a
+key-broker restart, a loaded machine) while the workers already train the next epoch.
 """
 
 from __future__ import annotations
@@ -172,6 +176,8 @@ class ShardServer:
         self.loss_sum = 0.0
         self.rows_done = 0
         self.checkpoints = 0
+        # The model as each epoch's last step left it, until the server takes it.
+        self._epoch_models: dict[int, Arrays] = {}
 
     # --- the clock ------------------------------------------------------------------------
 
@@ -258,6 +264,29 @@ class ShardServer:
         """A copy of every array of the shard (final model, validation)."""
         with self.lock:
             return {name: value.copy() for name, value in self.arrays.items()}
+
+    def epoch_model(self, epoch: int) -> Arrays:
+        """The shard as epoch ``epoch``'s last step left it, however many later steps
+        were applied since (call after ``await_step`` of that step passed). Copies of
+        earlier epochs are dropped: the server takes them in order."""
+        with self.lock:
+            for done in [e for e in self._epoch_models if e < epoch]:
+                del self._epoch_models[done]
+            if epoch not in self._epoch_models:
+                raise AggregationRefusedError(
+                    f"the model of epoch {epoch} was not kept (applied step "
+                    f"{self.applied_step}, epochs kept {sorted(self._epoch_models)})"
+                )
+            return self._epoch_models.pop(epoch)
+
+    def _keep_epoch_model(self) -> None:
+        """Under the lock, after the applied step advanced: copy the arrays if it is the
+        last step of an epoch."""
+        step, per_epoch = self.applied_step, self.config.schedule.steps_per_epoch
+        if step and step % per_epoch == 0:
+            self._epoch_models[step // per_epoch] = {
+                name: value.copy() for name, value in self.arrays.items()
+            }
 
     # --- push -----------------------------------------------------------------------------
 
@@ -353,6 +382,7 @@ class ShardServer:
         self.applied = step
         self.loss_sum += loss
         self.rows_done += total
+        self._keep_epoch_model()
         self._maybe_checkpoint(step)
 
     def _push_async(self, caller: str, gradients: Gradients, update: ModelUpdate | None) -> None:
@@ -384,6 +414,7 @@ class ShardServer:
         self.rows_done += gradients.rows
         after = self.applied_step
         if after > before:
+            self._keep_epoch_model()
             self._maybe_checkpoint(after)
 
     def _apply(self, dense: Mapping[str, np.ndarray], rows: Mapping[str, SparseRows]) -> None:
@@ -461,6 +492,8 @@ class ShardServer:
             self._updates.clear()
             self.loss_sum = float(meta.get("loss_sum", 0.0))
             self.rows_done = int(meta.get("rows_done", 0))
+            self._epoch_models.clear()
+            self._keep_epoch_model()  # a checkpoint at an epoch's end is that epoch's model
             self.lock.notify_all()
 
 

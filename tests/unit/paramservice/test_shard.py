@@ -360,3 +360,55 @@ def test_an_undecodable_push_is_refused_as_malformed():
         client.close()
     assert refusals and refusals[0][:2] == ("worker-0", 1)
     assert servers[0].pending == {}
+
+
+@pytest.mark.parametrize("mode", [SyncMode.SYNC, SyncMode.ASYNC])
+def test_an_epochs_model_is_kept_as_its_last_step_left_it(tmp_path, mode):
+    """The server's thread may ask for epoch 1's model only after the workers pushed
+    steps of epoch 2: it gets the model of step 3, not the shard as it is by then."""
+    schedule = StepSchedule(train_rows=20, batch_size=8, seed=0, epochs=2)  # 3 steps/epoch
+    key, path = os.urandom(32), tmp_path / "shard.sealed"
+    config = ShardConfig(
+        shard=0,
+        shard_map=ShardMap(shards=1, dense_shard=0),
+        workers=WORKERS,
+        optimizer=ServerOptimizerKind.SGD,
+        learning_rate=0.5,
+        schedule=schedule,
+        mode=mode,
+        staleness=1 if mode is SyncMode.ASYNC else 0,
+        checkpoint_every=3,
+    )
+    server = ShardServer(config, layout(), model(), checkpointer=sealed_checkpointer(path, key))
+
+    def step(t: int) -> None:
+        rows = schedule.batch_rows(t)
+        for worker, share in zip(WORKERS, (rows - rows // 2, rows // 2), strict=True):
+            server.push(
+                worker,
+                Gradients(
+                    step=t,
+                    rows=share,
+                    loss_sum=1.0,
+                    pulled_step=t - 1,
+                    dense={"w": np.full(3, t, np.float32)},
+                    tables={"embedding/C1": grads([t, t + 1], 0.25 * t)},
+                ),
+            )
+
+    for t in (1, 2, 3):
+        step(t)
+    at_epoch_end = server.snapshot()
+    step(4)
+    assert not np.array_equal(server.snapshot()["w"], at_epoch_end["w"])
+    kept = server.epoch_model(1)
+    for name, value in at_epoch_end.items():
+        np.testing.assert_array_equal(kept[name], value, err_msg=name)
+    with pytest.raises(AggregationRefusedError, match="model of epoch 2 was not kept"):
+        server.epoch_model(2)  # step 6 has not passed
+    # A server restarted from the checkpoint sealed at epoch 1's end has that model.
+    resumed = ShardServer(config, layout(), model())
+    assert resume_sealed(resumed, path, key) and resumed.applied_step == 3
+    kept = resumed.epoch_model(1)
+    for name, value in at_epoch_end.items():
+        np.testing.assert_array_equal(kept[name], value, err_msg=name)
