@@ -1,7 +1,7 @@
 """The CLI's enclave-role commands (``federated aggregator``, ``federated party``,
 ``distributed keybroker``): each takes its flags from the role's entry module and replaces
-this process with the entry (``python3 -B -X pycache_prefix=EMPTY -m ENTRY``), so the role
-runs its closure only, from sources, never the CLI's own modules."""
+this process with the entry (``python3 -B -c BOOTSTRAP ENTRY``, tee/bytecode.py), so the
+role runs its closure only, ``enclaverec`` from sources, never the CLI's own modules."""
 
 from __future__ import annotations
 

@@ -7,7 +7,6 @@ import json
 import signal
 import socket
 import subprocess
-import sys
 import time
 import tomllib
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 from distributed_helpers import make_job, owner, running_keybroker
 from federation_helpers import WAIT_SECONDS, logreg_plan, new_federation
 
+from enclaverec.tee.bytecode import source_only_command
 from enclaverec.tee.closure import closure
 from enclaverec.tee.measurement import package_root
 from enclaverec.tee.roles import ROLE_SPECS
@@ -23,19 +23,19 @@ from enclaverec.tee.roles import ROLE_SPECS
 pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 
 
-def _dumping_role(entry: str, dump: Path, args: list[str], prefix: Path) -> list[str]:
+def _dumping_role(entry: str, dump: Path, args: list[str]) -> list[str]:
     """The role's source-only command, writing the ``enclaverec`` modules it loaded to
     ``dump`` when it exits."""
-    code = (
-        "import atexit, json, runpy, sys\n"
+    prelude = (
+        "import atexit, json, sys\n"
         "def dump():\n"
         f"    with open({str(dump)!r}, 'w') as f:\n"
         "        json.dump(sorted(n for n in sys.modules if n.split('.')[0] == 'enclaverec'), f)\n"
         "atexit.register(dump)\n"
-        f"sys.argv = [{entry!r}, *{args!r}]\n"
-        f"runpy.run_module({entry!r}, run_name='__main__', alter_sys=True)\n"
     )
-    return [sys.executable, "-B", "-X", f"pycache_prefix={prefix}", "-c", code]
+    command = source_only_command(entry, args)
+    assert command[2] == "-c"  # python3 -B -c BOOTSTRAP ENTRY ARGS
+    return [*command[:3], prelude + command[3], *command[4:]]
 
 
 def _check_within_closure(role: str, dump: Path) -> set[str]:
@@ -60,7 +60,6 @@ def test_aggregator_and_parties_load_only_their_closures(tmp_path):
     federation = new_federation(
         tmp_path / "federation", plan=logreg_plan(rounds=1, parties=2), parties=2
     )
-    prefix = tmp_path / "no-bytecode"
     aggregator_args = federation.aggregator_args()[1:]
     processes = {
         "aggregator": subprocess.Popen(
@@ -68,7 +67,6 @@ def test_aggregator_and_parties_load_only_their_closures(tmp_path):
                 ROLE_SPECS["aggregator"].entry,
                 tmp_path / "aggregator.json",
                 aggregator_args,
-                prefix,
             ),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -81,7 +79,6 @@ def test_aggregator_and_parties_load_only_their_closures(tmp_path):
                 ROLE_SPECS["party"].entry,
                 tmp_path / f"party-{index}.json",
                 federation.party_args(index)[1:],
-                prefix,
             ),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -101,14 +98,12 @@ def test_aggregator_and_parties_load_only_their_closures(tmp_path):
 
 def test_keybroker_loads_only_its_closure(tmp_path):
     job = make_job(tmp_path)
-    prefix = tmp_path / "no-bytecode"
     port = tomllib.loads(job.files.job_toml.read_text())["keybroker"]["port"]
     process = subprocess.Popen(
         _dumping_role(
             ROLE_SPECS["keybroker"].entry,
             tmp_path / "keybroker.json",
             ["--config", str(job.files.job_toml), "--state-dir", str(tmp_path / "kb")],
-            prefix,
         ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -128,7 +123,6 @@ def test_keybroker_loads_only_its_closure(tmp_path):
 
 def test_parameter_server_and_workers_load_only_their_closures(tmp_path):
     job = make_job(tmp_path, epochs=1)
-    prefix = tmp_path / "no-bytecode"
     with running_keybroker(job), owner(job) as client:
         client.submit()
         processes = {}
@@ -144,7 +138,6 @@ def test_parameter_server_and_workers_load_only_their_closures(tmp_path):
                             ROLE_SPECS[role].entry,
                             tmp_path / f"{path.parent.name}.json",
                             ["--config", str(path)],
-                            prefix,
                         ),
                         stdout=subprocess.PIPE,
                         stderr=subprocess.STDOUT,
