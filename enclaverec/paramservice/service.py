@@ -94,6 +94,7 @@ class ParameterService:
         self.in_flight = tensors.InFlightBudget()
         # (store, version, since) -> the frames of that pull's answer; current version only.
         self._frames: dict[tuple[int, int, int], list[tensors_pb2.Chunk]] = {}
+        self._messages: dict[tuple[int, int, int], bytes] = {}
         self._frame_bytes = 0
 
     def changes(self, since: int, incarnation: str) -> tuple[ModelChanges, bool]:
@@ -117,14 +118,17 @@ class ParameterService:
         whole = since < 0 or incarnation != self.incarnation or since > version
         return (id(self.store), version, NEVER if whole else since)
 
-    def _answer(self, since: int, incarnation: str) -> tuple[int, list[tensors_pb2.Chunk]]:
-        """The model version and the frames of the answer to a caller holding ``since``."""
+    def _answer(
+        self, since: int, incarnation: str
+    ) -> tuple[int, list[tensors_pb2.Chunk], bytes | None]:
+        """The model version, the frames of the answer to a caller holding ``since``, and
+        the answer whole if it is one frame."""
         with self.lock:
             store = self.store
             key = self._key(since, incarnation)
             frames = self._frames.get(key)
             if frames is not None:
-                return key[1], frames
+                return key[1], frames, self._messages.get(key)
             changes, complete = self.changes(since, incarnation)
         payload = encode_model(
             changes.dense,
@@ -134,17 +138,22 @@ class ParameterService:
             incarnation=self.incarnation,
             complete=complete,
         )
-        frames = list(tensors.to_chunks(payload))
-        size = sum(len(frame.data) for frame in frames)
+        data = payload.SerializeToString()
+        frames = list(tensors.frames_of(data))
+        # A one-frame answer is also kept whole, to ride in other messages (tasks).
+        size = len(data) * (2 if len(frames) == 1 else 1)
         with self.lock:
             if self.store is store and self._key(since, incarnation) == key:
                 if any(cached[:2] != key[:2] for cached in self._frames):
                     self._frames.clear()  # a new version: older answers are never asked again
+                    self._messages.clear()
                     self._frame_bytes = 0
                 if self._frame_bytes + size <= FRAME_CACHE_BYTES:
                     self._frames[key] = frames
+                    if len(frames) == 1:
+                        self._messages[key] = data
                     self._frame_bytes += size
-        return key[1], frames
+        return key[1], frames, (data if len(frames) == 1 else None)
 
     def cached_model_message(self, since: int, incarnation: str, version: int) -> bytes | None:
         """Without blocking (for an event loop): the serialized one-frame ``ModelPayload``
@@ -154,20 +163,17 @@ class ParameterService:
             return None
         try:
             key = self._key(since, incarnation)
-            frames = self._frames.get(key) if key[1] == version else None
+            return self._messages.get(key) if key[1] == version else None
         finally:
             self.lock.release()
-        return frames[0].data if frames is not None and len(frames) == 1 else None
 
     def model_message(self, since: int, incarnation: str, version: int) -> bytes | None:
         """The serialized ``ModelPayload`` that brings a caller holding ``since`` (of
         ``incarnation``) to ``version``, if the model is still at ``version`` and the answer
         fits one frame, so that it can ride in another message (a federated task); None
         otherwise, and the caller pulls. Encoded once per version like every pull."""
-        answer_version, frames = self._answer(since, incarnation)
-        if answer_version != version or len(frames) != 1:
-            return None
-        return frames[0].data
+        answer_version, _, message = self._answer(since, incarnation)
+        return message if answer_version == version else None
 
     def push(self, contributor: str, payload: paramservice_pb2.UpdatePayload) -> None:
         update = decode_update(payload)
