@@ -31,6 +31,7 @@ from enclaverec.data.schema import split_sha256
 from enclaverec.errors import (
     AggregationRefusedError,
     ConfigError,
+    MessageTooLargeError,
     ServerBusyError,
     StaleUpdateError,
     TrainingError,
@@ -380,6 +381,18 @@ class FederatedAggregator:
             caller=party,
         )
 
+    def evaluation_message(
+        self, party: str, payload: federated_pb2.EvaluationPayload
+    ) -> federated_pb2.EvaluationPayload:
+        """A party's evaluation sent as one message, held to the same bound as a stream."""
+        size = payload.ByteSize()
+        bound = self.max_evaluation_bytes(party)
+        if size > bound:
+            raise MessageTooLargeError(
+                f"the evaluation from {party} has {size} bytes, more than its bound {bound}"
+            )
+        return payload
+
     def submit_evaluation(self, party: str, payload: federated_pb2.EvaluationPayload) -> None:
         evaluation = decode_evaluation(payload, max_rows=self.config.max_rows.get(party, 0))
         with self._cond:
@@ -682,7 +695,7 @@ class AggregatorServicer(federated_pb2_grpc.AggregatorServicer):
         # A long-poll: it waits on the server's event loop, holding no thread
         # (transport/serving.py), and its blocking parts run on a worker.
         serving = self.aggregator.server.application_server
-        party = (await serving.run_with_context(self.aggregator.peer, context)).party_id
+        party = (await serving.run_quick_with_context(self.aggregator.peer, context)).party_id
         try:
             task, version = await self.aggregator.next_task(party, request.wait_seconds)
         except ServerBusyError as exc:
@@ -695,21 +708,55 @@ class AggregatorServicer(federated_pb2_grpc.AggregatorServicer):
             TaskKind.WAIT: federated_pb2.WAIT,
             TaskKind.FINISHED: federated_pb2.FINISHED,
         }[task.kind]
+        incarnation = self.aggregator.incarnation
         message = federated_pb2.Task(
             kind=kind,
             round=task.round,
             attempt=task.attempt,
             model_version=version,
-            model_incarnation=self.aggregator.incarnation,
+            model_incarnation=incarnation,
         )
         if task.kind is TaskKind.FIT:
             message.fit.CopyFrom(self.aggregator.fit_instructions(task.round))
+        if (
+            request.carry_model
+            and task.kind in (TaskKind.FIT, TaskKind.EVALUATE)
+            and (request.held_version, request.held_incarnation) != (version, incarnation)
+        ):
+            # The model rides in the task: one call fewer per party and round (issue 12).
+            # Encoded once per version for every party, like a pull's answer; encoded on a
+            # worker by the first party to need it, the others find it made.
+            params = self.aggregator.params
+            since, held = request.held_version, request.held_incarnation
+            model = params.cached_model_message(since, held, version)
+            if model is None:
+                model = await serving.run_blocking(params.model_message, since, held, version)
+            if model is not None:
+                message.model = model
         return message
 
     def SubmitEvaluation(self, request_iterator, context):  # noqa: N802
         party = self.aggregator.peer(context).party_id
+        return self._submit_evaluation(
+            party,
+            context,
+            lambda: self.aggregator.receive_evaluation(party, request_iterator),
+        )
+
+    def SubmitEvaluationUnary(self, request, context):  # noqa: N802
+        party = self.aggregator.peer(context).party_id
+        return self._submit_evaluation(
+            party, context, lambda: self.aggregator.evaluation_message(party, request)
+        )
+
+    def _submit_evaluation(
+        self,
+        party: str,
+        context: grpc.ServicerContext,
+        receive: Callable[[], federated_pb2.EvaluationPayload],
+    ) -> federated_pb2.SubmitReply:
         try:
-            payload = self.aggregator.receive_evaluation(party, request_iterator)
+            payload = receive()
             self.aggregator.submit_evaluation(party, payload)
         except Exception as exc:  # noqa: BLE001 - every refusal gets a status and an audit event
             refusal = as_refusal(exc, f"the evaluation from {party}")

@@ -169,14 +169,23 @@ class FederatedParty:
             "%s: joined; %d rounds of %s", self.session.party_id, plan.rounds, plan.strategy.name
         )
         while True:
+            # The model this party holds: a task about another version brings the changes.
+            request = federated_pb2.TaskRequest(
+                wait_seconds=self.options.poll_seconds,
+                carry_model=True,
+                held_version=self._params.version,
+                held_incarnation=self._params.incarnation,
+            )
             task = self._call(
                 "get task",
-                lambda ch: _stub(ch).GetTask(
-                    federated_pb2.TaskRequest(wait_seconds=self.options.poll_seconds),
-                    timeout=self.options.poll_seconds + 30,
+                lambda ch, request=request: _stub(ch).GetTask(
+                    request, timeout=self.options.poll_seconds + 30
                 ),
             )
             try:
+                if task.model:
+                    # Checked as a pull's answer is; the task names the version it brings.
+                    self._params.accept(task.model)
                 if task.kind == federated_pb2.FIT:
                     self._fit(task, plan, layout, trainer)
                 elif task.kind == federated_pb2.EVALUATE:
@@ -269,12 +278,19 @@ class FederatedParty:
             test_labels=self.data.test.labels,
             test_row_ids=self.data.test.row_ids,
         )
-        self._call(
-            "submit evaluation",
-            lambda ch: _stub(ch).SubmitEvaluation(
-                tensors.to_chunks(payload), timeout=RPC_TIMEOUT_SECONDS
-            ),
-        )
+        if payload.ByteSize() <= tensors.CHUNK_BYTES:
+            # One message: a unary call (a request stream costs the client a thread per call).
+            self._call(
+                "submit evaluation",
+                lambda ch: _stub(ch).SubmitEvaluationUnary(payload, timeout=RPC_TIMEOUT_SECONDS),
+            )
+        else:
+            self._call(
+                "submit evaluation",
+                lambda ch: _stub(ch).SubmitEvaluation(
+                    tensors.to_chunks(payload), timeout=RPC_TIMEOUT_SECONDS
+                ),
+            )
         self.result.rounds_evaluated.append(task.round)
 
 

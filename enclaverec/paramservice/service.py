@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import NoReturn, Protocol
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from enclaverec.arrays import Arrays, ModelUpdate
 from enclaverec.errors import (
@@ -93,6 +94,7 @@ class ParameterService:
         self.in_flight = tensors.InFlightBudget()
         # (store, version, since) -> the frames of that pull's answer; current version only.
         self._frames: dict[tuple[int, int, int], list[tensors_pb2.Chunk]] = {}
+        self._messages: dict[tuple[int, int, int], bytes] = {}
         self._frame_bytes = 0
 
     def changes(self, since: int, incarnation: str) -> tuple[ModelChanges, bool]:
@@ -109,13 +111,24 @@ class ParameterService:
         """The framed ``ModelPayload`` that :meth:`changes` describes, encoded once per
         model version and ``since`` and shared by every caller that asks the same (the
         frames are never modified once made)."""
+        return self._answer(since, incarnation)[1]
+
+    def _key(self, since: int, incarnation: str) -> tuple[int, int, int]:
+        version = self.store.version
+        whole = since < 0 or incarnation != self.incarnation or since > version
+        return (id(self.store), version, NEVER if whole else since)
+
+    def _answer(
+        self, since: int, incarnation: str
+    ) -> tuple[int, list[tensors_pb2.Chunk], bytes | None]:
+        """The model version, the frames of the answer to a caller holding ``since``, and
+        the answer whole if it is one frame."""
         with self.lock:
-            store, version = self.store, self.store.version
-            whole = since < 0 or incarnation != self.incarnation or since > version
-            key = (id(store), version, NEVER if whole else since)
+            store = self.store
+            key = self._key(since, incarnation)
             frames = self._frames.get(key)
             if frames is not None:
-                return frames
+                return key[1], frames, self._messages.get(key)
             changes, complete = self.changes(since, incarnation)
         payload = encode_model(
             changes.dense,
@@ -125,17 +138,42 @@ class ParameterService:
             incarnation=self.incarnation,
             complete=complete,
         )
-        frames = list(tensors.to_chunks(payload))
-        size = sum(len(frame.data) for frame in frames)
+        data = payload.SerializeToString()
+        frames = list(tensors.frames_of(data))
+        # A one-frame answer is also kept whole, to ride in other messages (tasks).
+        size = len(data) * (2 if len(frames) == 1 else 1)
         with self.lock:
-            if self.store is store and self.store.version == version:
+            if self.store is store and self._key(since, incarnation) == key:
                 if any(cached[:2] != key[:2] for cached in self._frames):
                     self._frames.clear()  # a new version: older answers are never asked again
+                    self._messages.clear()
                     self._frame_bytes = 0
                 if self._frame_bytes + size <= FRAME_CACHE_BYTES:
                     self._frames[key] = frames
+                    if len(frames) == 1:
+                        self._messages[key] = data
                     self._frame_bytes += size
-        return frames
+        return key[1], frames, (data if len(frames) == 1 else None)
+
+    def cached_model_message(self, since: int, incarnation: str, version: int) -> bytes | None:
+        """Without blocking (for an event loop): the serialized one-frame ``ModelPayload``
+        that brings a caller holding ``since`` to ``version``, if it is already encoded and
+        the model is still at ``version``; else None (then :meth:`model_message`)."""
+        if not self.lock.acquire(blocking=False):
+            return None
+        try:
+            key = self._key(since, incarnation)
+            return self._messages.get(key) if key[1] == version else None
+        finally:
+            self.lock.release()
+
+    def model_message(self, since: int, incarnation: str, version: int) -> bytes | None:
+        """The serialized ``ModelPayload`` that brings a caller holding ``since`` (of
+        ``incarnation``) to ``version``, if the model is still at ``version`` and the answer
+        fits one frame, so that it can ride in another message (a federated task); None
+        otherwise, and the caller pulls. Encoded once per version like every pull."""
+        answer_version, _, message = self._answer(since, incarnation)
+        return message if answer_version == version else None
 
     def push(self, contributor: str, payload: paramservice_pb2.UpdatePayload) -> None:
         update = decode_update(payload)
@@ -250,15 +288,49 @@ class ParameterServicer(paramservice_pb2_grpc.ParameterServiceServicer):
 
     def Push(self, request_iterator, context):  # noqa: N802
         caller = self.identify(context)
-        step = -1
-        try:
-            payload = tensors.from_chunks(
+        return self._push(
+            caller,
+            context,
+            lambda: tensors.from_chunks(
                 request_iterator,
                 paramservice_pb2.UpdatePayload,
                 max_bytes=self.service.max_update_bytes,
                 budget=self.service.in_flight,
                 caller=caller,
-            )
+            ),
+        )
+
+    def PushUnary(self, request, context):  # noqa: N802
+        caller = self.identify(context)
+
+        def payload() -> paramservice_pb2.UpdatePayload:
+            # The same bounds as a stream: the largest legitimate update, and the caller's
+            # in-flight allowance while it is checked (released when the push ends).
+            size = request.ByteSize()
+            if size > self.service.max_update_bytes:
+                raise MessageTooLargeError(
+                    f"the update from {caller} has {size} bytes, more than the "
+                    f"{self.service.max_update_bytes} the layout allows"
+                )
+            return request
+
+        return self._push(caller, context, payload, size=request.ByteSize())
+
+    def _push(
+        self,
+        caller: str,
+        context: grpc.ServicerContext,
+        receive: Callable[[], paramservice_pb2.UpdatePayload],
+        *,
+        size: int = 0,
+    ) -> paramservice_pb2.PushReply:
+        step = -1
+        reserved = 0
+        try:
+            if size:
+                self.service.in_flight.reserve(caller, size, self.service.max_update_bytes)
+                reserved = size
+            payload = receive()
             step = payload.step
             self.service.push(caller, payload)
         except Exception as exc:  # noqa: BLE001 - every refusal gets a status and an audit event
@@ -269,6 +341,9 @@ class ParameterServicer(paramservice_pb2_grpc.ParameterServiceServicer):
             if self.on_refused is not None:
                 self.on_refused(caller, step, refusal)
             abort_refused(context, refusal)
+        finally:
+            if reserved:
+                self.service.in_flight.release(caller, reserved)
         return paramservice_pb2.PushReply(accepted=True)
 
 
@@ -285,8 +360,6 @@ class ParameterClient:
         self.incarnation = ""
 
     def pull(self) -> Arrays:
-        from enclaverec.paramservice.codec import apply_model
-
         request = paramservice_pb2.PullRequest(
             which=paramservice_pb2.CURRENT, since_version=self.version, incarnation=self.incarnation
         )
@@ -296,9 +369,23 @@ class ParameterClient:
                 paramservice_pb2.ModelPayload,
             )
         )
-        self.held = apply_model(payload, self.held, self.layout)  # type: ignore[arg-type]
-        self.version = payload.version  # type: ignore[attr-defined]
-        self.incarnation = payload.incarnation  # type: ignore[attr-defined]
+        return self._apply(payload)  # type: ignore[arg-type]
+
+    def accept(self, message: bytes) -> Arrays:
+        """Hold the model that a serialized ``ModelPayload`` from the service brings (one
+        that rode in another message, e.g. a federated task), checked as a pull's is."""
+        try:
+            payload = paramservice_pb2.ModelPayload.FromString(message)
+        except DecodeError as exc:
+            raise MalformedInputError("the model in the message is not a ModelPayload") from exc
+        return self._apply(payload)
+
+    def _apply(self, payload: paramservice_pb2.ModelPayload) -> Arrays:
+        from enclaverec.paramservice.codec import apply_model
+
+        self.held = apply_model(payload, self.held, self.layout)
+        self.version = payload.version
+        self.incarnation = payload.incarnation
         return self.held
 
     def pull_unless_held(self, version: int, incarnation: str) -> Arrays:
@@ -328,6 +415,14 @@ class ParameterClient:
         return apply_model(payload, None, self.layout), payload.tag  # type: ignore[arg-type,attr-defined]
 
     def push(self, payload: paramservice_pb2.UpdatePayload) -> None:
+        if payload.ByteSize() <= tensors.CHUNK_BYTES:
+            # One message: a unary call (a request stream costs the client a thread per call).
+            self._call(
+                lambda channel: paramservice_pb2_grpc.ParameterServiceStub(channel).PushUnary(
+                    payload, timeout=600
+                )
+            )
+            return
         self._call(
             lambda channel: paramservice_pb2_grpc.ParameterServiceStub(channel).Push(
                 tensors.to_chunks(payload), timeout=600

@@ -173,7 +173,11 @@ def decode_bundle(bundle: tensors_pb2.ArrayBundle) -> tuple[Arrays, dict[str, Sp
 
 def to_chunks(message: Message, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tensors_pb2.Chunk]:
     """Serialise ``message`` and cut it into frames of at most ``chunk_bytes``."""
-    payload = message.SerializeToString()
+    return frames_of(message.SerializeToString(), chunk_bytes)
+
+
+def frames_of(payload: bytes, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tensors_pb2.Chunk]:
+    """A serialised message cut into frames of at most ``chunk_bytes``."""
     view = memoryview(payload)
     count = max(1, -(-len(payload) // chunk_bytes))
     for index in range(count):

@@ -22,6 +22,7 @@ from federation_helpers import (
 
 from enclaverec.federated.aggregator import MAX_WAIT_SECONDS
 from enclaverec.federated.party import PartyOptions
+from enclaverec.paramservice.service import ParameterClient
 from enclaverec.roles.party import make_party_session
 
 pytestmark = pytest.mark.multiprocess
@@ -30,7 +31,12 @@ PARTIES = 12  # more than the 8 threads of the old application server
 JOIN_SECONDS = 300.0
 
 
-def test_twelve_parties_finish_a_round_without_a_poll_running_out(tmp_path):
+def test_twelve_parties_finish_a_round_without_a_poll_running_out(tmp_path, monkeypatch):
+    # The model rides in the tasks (four calls per party and round, not five): count the
+    # pulls that a party would otherwise make.
+    pulls: list[int] = []
+    pull = ParameterClient.pull
+    monkeypatch.setattr(ParameterClient, "pull", lambda self: pulls.append(1) or pull(self))
     federation = new_federation(
         tmp_path / "federation", plan=logreg_plan(rounds=1, parties=PARTIES), parties=PARTIES
     )
@@ -56,3 +62,4 @@ def test_twelve_parties_finish_a_round_without_a_poll_running_out(tmp_path):
     events = [e["event"] for e in audit_events(federation.audit)]
     assert events.count("enrolled") == PARTIES
     assert "overloaded" not in events and "refused" not in events
+    assert pulls == []  # every party got the model (whole, then changes) with its tasks

@@ -37,10 +37,16 @@ class Plan(_message.Message):
     def __init__(self, plan_toml: _Optional[bytes] = ..., layout_json: _Optional[bytes] = ..., federation: _Optional[str] = ..., rounds: _Optional[int] = ...) -> None: ...
 
 class TaskRequest(_message.Message):
-    __slots__ = ("wait_seconds",)
+    __slots__ = ("wait_seconds", "carry_model", "held_version", "held_incarnation")
     WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CARRY_MODEL_FIELD_NUMBER: _ClassVar[int]
+    HELD_VERSION_FIELD_NUMBER: _ClassVar[int]
+    HELD_INCARNATION_FIELD_NUMBER: _ClassVar[int]
     wait_seconds: float
-    def __init__(self, wait_seconds: _Optional[float] = ...) -> None: ...
+    carry_model: bool
+    held_version: int
+    held_incarnation: str
+    def __init__(self, wait_seconds: _Optional[float] = ..., carry_model: _Optional[bool] = ..., held_version: _Optional[int] = ..., held_incarnation: _Optional[str] = ...) -> None: ...
 
 class FitInstructions(_message.Message):
     __slots__ = ("epochs", "batch_size", "learning_rate", "proximal_mu", "seed")
@@ -57,20 +63,22 @@ class FitInstructions(_message.Message):
     def __init__(self, epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., proximal_mu: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("kind", "round", "attempt", "model_version", "model_incarnation", "fit")
+    __slots__ = ("kind", "round", "attempt", "model_version", "model_incarnation", "fit", "model")
     KIND_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     MODEL_INCARNATION_FIELD_NUMBER: _ClassVar[int]
     FIT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     kind: TaskKind
     round: int
     attempt: int
     model_version: int
     model_incarnation: str
     fit: FitInstructions
-    def __init__(self, kind: _Optional[_Union[TaskKind, str]] = ..., round: _Optional[int] = ..., attempt: _Optional[int] = ..., model_version: _Optional[int] = ..., model_incarnation: _Optional[str] = ..., fit: _Optional[_Union[FitInstructions, _Mapping]] = ...) -> None: ...
+    model: bytes
+    def __init__(self, kind: _Optional[_Union[TaskKind, str]] = ..., round: _Optional[int] = ..., attempt: _Optional[int] = ..., model_version: _Optional[int] = ..., model_incarnation: _Optional[str] = ..., fit: _Optional[_Union[FitInstructions, _Mapping]] = ..., model: _Optional[bytes] = ...) -> None: ...
 
 class EvaluationPayload(_message.Message):
     __slots__ = ("round", "model_version", "incarnation", "validation_scores", "validation_labels", "test_scores", "test_labels", "test_row_ids")

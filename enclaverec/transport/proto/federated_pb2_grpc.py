@@ -50,6 +50,11 @@ class AggregatorStub:
                 request_serializer=enclaverec_dot_transport_dot_proto_dot_tensors__pb2.Chunk.SerializeToString,
                 response_deserializer=enclaverec_dot_transport_dot_proto_dot_federated__pb2.SubmitReply.FromString,
                 _registered_method=True)
+        self.SubmitEvaluationUnary = channel.unary_unary(
+                '/enclaverec.federated.Aggregator/SubmitEvaluationUnary',
+                request_serializer=enclaverec_dot_transport_dot_proto_dot_federated__pb2.EvaluationPayload.SerializeToString,
+                response_deserializer=enclaverec_dot_transport_dot_proto_dot_federated__pb2.SubmitReply.FromString,
+                _registered_method=True)
 
 
 class AggregatorServicer:
@@ -77,6 +82,14 @@ class AggregatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitEvaluationUnary(self, request, context):
+        """The same, as one message, for an evaluation that fits one Chunk frame: a unary call
+        costs the party no request-stream thread and the server no stream (issue 12).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AggregatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +106,11 @@ def add_AggregatorServicer_to_server(servicer, server):
             'SubmitEvaluation': grpc.stream_unary_rpc_method_handler(
                     servicer.SubmitEvaluation,
                     request_deserializer=enclaverec_dot_transport_dot_proto_dot_tensors__pb2.Chunk.FromString,
+                    response_serializer=enclaverec_dot_transport_dot_proto_dot_federated__pb2.SubmitReply.SerializeToString,
+            ),
+            'SubmitEvaluationUnary': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitEvaluationUnary,
+                    request_deserializer=enclaverec_dot_transport_dot_proto_dot_federated__pb2.EvaluationPayload.FromString,
                     response_serializer=enclaverec_dot_transport_dot_proto_dot_federated__pb2.SubmitReply.SerializeToString,
             ),
     }
@@ -176,6 +194,33 @@ class Aggregator:
             target,
             '/enclaverec.federated.Aggregator/SubmitEvaluation',
             enclaverec_dot_transport_dot_proto_dot_tensors__pb2.Chunk.SerializeToString,
+            enclaverec_dot_transport_dot_proto_dot_federated__pb2.SubmitReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitEvaluationUnary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/enclaverec.federated.Aggregator/SubmitEvaluationUnary',
+            enclaverec_dot_transport_dot_proto_dot_federated__pb2.EvaluationPayload.SerializeToString,
             enclaverec_dot_transport_dot_proto_dot_federated__pb2.SubmitReply.FromString,
             options,
             channel_credentials,

@@ -45,6 +45,11 @@ class ParameterServiceStub:
                 request_serializer=enclaverec_dot_transport_dot_proto_dot_tensors__pb2.Chunk.SerializeToString,
                 response_deserializer=enclaverec_dot_transport_dot_proto_dot_paramservice__pb2.PushReply.FromString,
                 _registered_method=True)
+        self.PushUnary = channel.unary_unary(
+                '/enclaverec.paramservice.ParameterService/PushUnary',
+                request_serializer=enclaverec_dot_transport_dot_proto_dot_paramservice__pb2.UpdatePayload.SerializeToString,
+                response_deserializer=enclaverec_dot_transport_dot_proto_dot_paramservice__pb2.PushReply.FromString,
+                _registered_method=True)
 
 
 class ParameterServiceServicer:
@@ -64,6 +69,14 @@ class ParameterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PushUnary(self, request, context):
+        """The same, as one message, for an update that fits one Chunk frame (a unary call costs
+        the caller no request-stream thread and the server no stream).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ParameterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +88,11 @@ def add_ParameterServiceServicer_to_server(servicer, server):
             'Push': grpc.stream_unary_rpc_method_handler(
                     servicer.Push,
                     request_deserializer=enclaverec_dot_transport_dot_proto_dot_tensors__pb2.Chunk.FromString,
+                    response_serializer=enclaverec_dot_transport_dot_proto_dot_paramservice__pb2.PushReply.SerializeToString,
+            ),
+            'PushUnary': grpc.unary_unary_rpc_method_handler(
+                    servicer.PushUnary,
+                    request_deserializer=enclaverec_dot_transport_dot_proto_dot_paramservice__pb2.UpdatePayload.FromString,
                     response_serializer=enclaverec_dot_transport_dot_proto_dot_paramservice__pb2.PushReply.SerializeToString,
             ),
     }
@@ -131,6 +149,33 @@ class ParameterService:
             target,
             '/enclaverec.paramservice.ParameterService/Push',
             enclaverec_dot_transport_dot_proto_dot_tensors__pb2.Chunk.SerializeToString,
+            enclaverec_dot_transport_dot_proto_dot_paramservice__pb2.PushReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PushUnary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/enclaverec.paramservice.ParameterService/PushUnary',
+            enclaverec_dot_transport_dot_proto_dot_paramservice__pb2.UpdatePayload.SerializeToString,
             enclaverec_dot_transport_dot_proto_dot_paramservice__pb2.PushReply.FromString,
             options,
             channel_credentials,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 
+import grpc
 import numpy as np
 import pytest
 
@@ -19,7 +20,7 @@ from enclaverec.errors import (
     MalformedInputError,
     MessageTooLargeError,
 )
-from enclaverec.federated.aggregator import SUMMARY_FILE, FederatedAggregator
+from enclaverec.federated.aggregator import SUMMARY_FILE, AggregatorServicer, FederatedAggregator
 from enclaverec.federated.best_round import robust_auc, score_round
 from enclaverec.federated.config import FederatedPlan, FederationConfig, ModelKind
 from enclaverec.federated.rounds import Phase, SelectionConfig, TaskKind
@@ -30,7 +31,7 @@ from enclaverec.paramservice.service import PushedUpdate
 from enclaverec.roles.aggregator import make_aggregator
 from enclaverec.tee.kinds import TEEKind
 from enclaverec.transport import tensors
-from enclaverec.transport.server import ListenConfig
+from enclaverec.transport.server import PARTY_ID_METADATA, ListenConfig
 
 SPEC = FeatureSpec(dense_names=("d0", "d1"), categorical_names=("c0",), table_sizes=(5,))
 MAX_ROWS = 50
@@ -292,3 +293,62 @@ def test_an_update_against_the_others_is_left_out_and_audited(tmp_path):
     excluded = [e for e in audit(aggregator) if e["event"] == "excluded"]
     assert [(e["round"], e["party"]) for e in excluded] == [(1, "party-3")]
     assert excluded[0]["cosine_with_others"] < 0
+
+
+class _Refused(Exception):
+    pass
+
+
+class _Context:
+    """A blocking servicer context of the plaintext baseline: the caller declares its id;
+    ``abort`` raises as gRPC's does."""
+
+    def __init__(self, party: str) -> None:
+        self.party = party
+        self.aborted: tuple[grpc.StatusCode, str] | None = None
+
+    def invocation_metadata(self):
+        return ((PARTY_ID_METADATA, self.party),)
+
+    def abort(self, code, details):
+        self.aborted = (code, details)
+        raise _Refused(details)
+
+
+def test_an_evaluation_sent_as_one_message_has_the_streams_bound_and_checks(tmp_path):
+    aggregator, _ = baseline_aggregator(tmp_path, 2)
+    servicer = AggregatorServicer(aggregator)
+    aggregator.coordinator.skip_to_evaluation()
+    aggregator.coordinator.task_for("party-0")
+
+    def payload(rows: int, *, score: float = 0.5, incarnation: str = aggregator.incarnation):
+        return encode_evaluation(
+            round_index=1,
+            model_version=aggregator.state.store.version,
+            incarnation=incarnation,
+            validation_scores=np.full(rows, score),
+            validation_labels=np.ones(rows),
+            test_scores=np.full(rows, score),
+            test_labels=np.ones(rows),
+            test_row_ids=np.arange(rows),
+        )
+
+    # Larger than the member's bound (padding in the incarnation): refused before decoding.
+    oversized = payload(MAX_ROWS, incarnation="f" * 4096)
+    assert oversized.ByteSize() > aggregator.max_evaluation_bytes("party-0")
+    context = _Context("party-0")
+    with pytest.raises(_Refused):
+        servicer.SubmitEvaluationUnary(oversized, context)
+    assert context.aborted[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # Scores that are not probabilities: the same refusal as a stream's.
+    context = _Context("party-0")
+    with pytest.raises(_Refused):
+        servicer.SubmitEvaluationUnary(payload(4, score=float("nan")), context)
+    assert context.aborted[0] == grpc.StatusCode.INVALID_ARGUMENT
+    refusals = [e for e in audit(aggregator) if e["event"] == "refused"]
+    assert [e["party_id"] for e in refusals] == ["party-0", "party-0"]
+    assert "bound" in refusals[0]["reason"] and "probabilities" in refusals[1]["reason"]
+    assert aggregator.coordinator.replies == {}
+    # A legitimate one is accepted as the evaluation of the round.
+    reply = servicer.SubmitEvaluationUnary(payload(4), _Context("party-0"))
+    assert reply.accepted and list(aggregator.coordinator.replies) == ["party-0"]

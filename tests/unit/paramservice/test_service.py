@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from enclaverec.arrays import ModelLayout, ModelUpdate, SparseRows
-from enclaverec.errors import AggregationRefusedError
+from enclaverec.errors import AggregationRefusedError, MalformedInputError
 from enclaverec.paramservice import service as service_module
 from enclaverec.paramservice.codec import apply_model, encode_update
 from enclaverec.paramservice.combine import weighted_mean
@@ -283,3 +283,52 @@ def test_the_service_runs_where_tensorflow_cannot_be_imported():
         assert process.wait(timeout=30) == 0
     finally:
         process.kill()
+
+
+def test_a_model_message_brings_a_holder_to_the_named_version_or_nothing():
+    """What rides in a federated task: the answer a pull would get, at exactly the
+    version the task names, encoded once and shared; None once the model moved on."""
+    store = ParameterStore(initial(), layout())
+    service = ParameterService(store, Combiner(store))
+    holder = ParameterClient(lambda fn: pytest.fail("no call: the model rides along"), layout())
+    # Not encoded yet: the loop's lookup finds nothing and never encodes.
+    assert service.cached_model_message(-1, "", 0) is None
+    whole = service.model_message(-1, "", 0)
+    assert service.cached_model_message(-1, "", 0) is whole
+    holder.accept(whole)
+    assert (holder.version, holder.incarnation) == (0, service.incarnation)
+    store.apply(row_update([3, 7], 2.0))
+    assert service.model_message(0, service.incarnation, 0) is None  # it names a past version
+    changes = service.model_message(0, service.incarnation, 1)
+    assert len(changes) < len(whole)  # only the changed rows
+    model = holder.accept(changes)
+    assert holder.version == 1
+    assert all(np.array_equal(model[n], store.snapshot()[n]) for n in model)
+
+
+def test_a_model_too_large_for_one_frame_does_not_ride_along():
+    big = {"w": np.zeros((4,), np.float32), "embedding/C1": np.zeros((40_000, 8), np.float32)}
+    store = ParameterStore(big, ModelLayout.of(big, tables=["embedding/C1"]))
+    service = ParameterService(store, Combiner(store))
+    assert len(service.changes_frames(NEVER, "")) > 1
+    assert service.model_message(-1, "", 0) is None
+    assert service.cached_model_message(-1, "", 0) is None
+
+
+def test_a_model_message_is_checked_as_a_pull_is():
+    store = ParameterStore(initial(), layout())
+    service = ParameterService(store, Combiner(store))
+    holder = ParameterClient(lambda fn: pytest.fail("no call"), layout())
+    with pytest.raises(MalformedInputError, match="not a ModelPayload"):
+        holder.accept(b"\xff" * 32)
+    store.apply(row_update([3], 2.0))
+    # Changes for a model the caller does not hold: refused, nothing held.
+    with pytest.raises(MalformedInputError, match="does not hold"):
+        holder.accept(service.model_message(0, service.incarnation, 1))
+    # A model of another layout: refused.
+    other = ParameterClient(
+        lambda fn: None, ModelLayout.of({"w": np.zeros((5,), np.float32)}, tables=[])
+    )
+    with pytest.raises(MalformedInputError):
+        other.accept(service.model_message(-1, "", 1))
+    assert holder.held is None and holder.version == -1

@@ -62,6 +62,7 @@ def served():
     def push(caller: str, frames):
         return stub.Push(iter(frames), metadata=(("caller", caller),), timeout=60)
 
+    push.channel = channel  # type: ignore[attr-defined] - for the unary tests
     yield service, push, accepted, refused
     channel.close()
     server.stop(0)
@@ -199,3 +200,32 @@ def test_a_caller_counts_as_done_only_after_the_last_frame_of_the_best_model():
     next(cancelled)
     cancelled.close()  # a broken or cancelled stream ends at a yield
     assert done == ["honest"]
+
+
+def test_a_unary_push_meets_the_same_checks_and_bounds(served):
+    service, push, accepted, refused = served
+    stub = paramservice_pb2_grpc.ParameterServiceStub(push.channel)
+
+    def send(caller, message):
+        return stub.PushUnary(message, metadata=(("caller", caller),), timeout=60)
+
+    send("honest", payload(service, update(samples=40)))
+    assert [(p.contributor, p.update.num_samples) for p in accepted] == [("honest", 40)]
+    # Beyond the largest legitimate update: refused before any decoding, bytes given back.
+    every_row = update(rows=range(ROWS))
+    too_big = payload(service, every_row, incarnation="f" * 10_000)
+    assert too_big.ByteSize() > service.max_update_bytes
+    with pytest.raises(grpc.RpcError) as raised:
+        send("honest", too_big)
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert isinstance(refused[-1][2], MessageTooLargeError)
+    assert service.in_flight.held("honest") == 0
+    # Non-finite numbers and a caller without a bound: the same refusals as a stream.
+    with pytest.raises(grpc.RpcError) as raised:
+        send("honest", payload(service, update(), train_loss=float("nan")))
+    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert isinstance(refused[-1][2], NonFiniteError)
+    with pytest.raises(grpc.RpcError) as raised:
+        send("stranger", payload(service, update()))
+    assert "no weight bound" in raised.value.details()
+    assert len(accepted) == 1 and [r[0] for r in refused] == ["honest", "honest", "stranger"]

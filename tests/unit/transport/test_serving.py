@@ -42,6 +42,15 @@ class Handlers:
         self.threads.add(threading.current_thread().name)
         return request
 
+    async def quick(self, request: bytes, context) -> bytes:
+        # Blocking-style code (it may abort) run on the loop itself.
+        return await self.server.run_quick_with_context(self.check, context, request)
+
+    def check(self, context, request: bytes) -> bytes:
+        if request == b"stranger":
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "not a member")
+        return threading.current_thread().name.encode()
+
     def refuse(self, request: bytes, context) -> bytes:
         context.set_trailing_metadata((("why", "test"),))
         context.abort(grpc.StatusCode.PERMISSION_DENIED, "refused on purpose")
@@ -60,6 +69,7 @@ class Handlers:
                 "Wait": grpc.unary_unary_rpc_method_handler(self.wait),
                 "Echo": grpc.unary_unary_rpc_method_handler(self.echo),
                 "Refuse": grpc.unary_unary_rpc_method_handler(self.refuse),
+                "Quick": grpc.unary_unary_rpc_method_handler(self.quick),
                 "Total": grpc.stream_unary_rpc_method_handler(self.total),
                 "Chunks": grpc.unary_stream_rpc_method_handler(self.chunks),
             },
@@ -74,6 +84,7 @@ def serve():
     def start(limits: ServingLimits, on_overload=None):
         handlers = Handlers()
         server = AsyncServer("test-serving", limits, on_overload=on_overload)
+        handlers.server = server
         server.add_generic_rpc_handlers([handlers.generic()])
         port = server.add_insecure_port("127.0.0.1:0")
         server.start()
@@ -152,6 +163,17 @@ def test_blocking_handlers_abort_stream_and_set_metadata_as_before(serve):
     assert list(chunks(str(many).encode(), timeout=TIMEOUT)) == [
         str(i).encode() for i in range(many)
     ]
+
+
+def test_quick_blocking_code_runs_on_the_loop_and_its_abort_ends_the_call(serve):
+    server, handlers, channel = serve(ServingLimits(workers=1, max_calls=8))
+    assert call(channel, "Quick")(b"member", timeout=TIMEOUT) == b"test-serving-loop"
+    with pytest.raises(grpc.RpcError) as caught:
+        call(channel, "Quick")(b"stranger", timeout=TIMEOUT)
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert caught.value.details() == "not a member"
+    assert handlers.threads == set()  # no worker was used
+    _until(lambda: server.admission.in_progress == 0, "every call to end")
 
 
 def test_a_stream_longer_than_the_read_ahead_reaches_the_handler_whole(serve, monkeypatch):
