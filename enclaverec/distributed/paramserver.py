@@ -8,7 +8,8 @@ key broker's epochs, and hand it this shard of the best model at the end.
    (the initial model from the seed: nothing to ship) and resumes from its sealed
    checkpoint if there is one (a checkpoint that does not unseal stops the start, exit 4).
 3. Serves the shard on its own attested server: workers enroll with its CA, their
-   evidence checked against the worker policy of the file (the workers' MRENCLAVEs).
+   evidence checked against the worker policy of the file (the workers' MRENCLAVEs) and,
+   per worker id, against the MRENCLAVE the file pins for that id (``[workers]``).
 4. After each epoch's last step it keeps a copy of its shard, asks the key broker whether
    to continue, keeps only the best epoch's copy (sealed, so a restart keeps it), and on
    STOP sends that copy to the key broker (``SubmitModelShard``), in global row ids.
@@ -178,11 +179,12 @@ class ParamServer:
             self.backend, ServerIdentityConfig(self.state_dir, common_name=config.paramserver_id)
         )
         # Workers prove themselves by evidence alone, against the worker policy of the
-        # measured configuration (the owner's worker MRENCLAVEs).
+        # measured configuration (the owner's worker MRENCLAVEs), each id from its own.
         enrollment = EnrollmentConfig(
             membership={worker: None for worker in config.plan.workers},
             require_membership_signature=False,
             require_evidence=True,
+            pinned_mrenclave=config.worker_mrenclaves.get,
         )
         return AttestedServer.create(
             identity,
