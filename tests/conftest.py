@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -15,6 +16,18 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     # Real-hardware tests run only inside an SGX enclave with Gramine's attestation device.
     if item.get_closest_marker("sgx_hw") is not None and not SGX_DEVICE.exists():
         pytest.skip(f"needs real SGX hardware ({SGX_DEVICE} does not exist)")
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logging():
+    """A CLI run in-process points the root logger at the test's captured stderr; put the
+    previous handlers back, or later tests log into a closed stream ("--- Logging error
+    ---" in the output of an unrelated test)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")
