@@ -45,6 +45,7 @@ from enclaverec.paramservice.shard import (
     ShardServer,
     SyncMode,
     resume_sealed,
+    sealed_checkpoint_reader,
     sealed_checkpointer,
 )
 from enclaverec.paramservice.shard_rpc import SHARD_SERVER_OPTIONS, serve_shard
@@ -132,7 +133,17 @@ class ParamServer:
             if self._sealing_key is not None
             else None  # --tee none: nothing may be written in the clear
         )
-        self.shard = ShardServer(shard_settings, self.layout, part, checkpointer=checkpointer)
+        self.shard = ShardServer(
+            shard_settings,
+            self.layout,
+            part,
+            checkpointer=checkpointer,
+            checkpoint_reader=sealed_checkpoint_reader(
+                self.state_dir / CHECKPOINT_FILE, self._sealing_key
+            )
+            if self._sealing_key is not None
+            else None,
+        )
         self.resumed_from: int | None = None
         if self._sealing_key is not None and resume_sealed(
             self.shard, self.state_dir / CHECKPOINT_FILE, self._sealing_key

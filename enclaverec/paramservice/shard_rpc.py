@@ -164,6 +164,18 @@ class ShardServicer(shard_pb2_grpc.ParameterShardServicer):
             self._refuse(context, caller, int(request.step), exc)
         return shard_pb2.StepReply(reached=reached, applied_step=self.server.applied_step)
 
+    def RollBack(self, request, context):  # noqa: N802
+        caller = self.identify(context)
+        step = int(request.step)
+        before = self.server.rollbacks
+        try:
+            applied = self.server.roll_back(caller, step)
+        except Exception as exc:  # noqa: BLE001 - every refusal gets a status and an audit event
+            self._refuse(context, caller, step, as_refusal(exc, f"a roll back by {caller}"))
+        if self.server.rollbacks != before:
+            log.warning("rolled back to step %d at %s's request", applied, caller)
+        return shard_pb2.StepReply(reached=True, applied_step=applied)
+
     def PullShard(self, request, context):  # noqa: N802
         caller = self.identify(context)
         if caller not in self.server.pushed and caller not in self.model_readers:
@@ -426,9 +438,8 @@ class ShardedClient:
         self._fan_out(wait_one, list(range(self.shard_map.shards)))  # type: ignore[arg-type]
         self.traffic.calls += self.shard_map.shards
 
-    def applied_step(self) -> int:
-        """The last step whose barrier every shard passed (where a restarted worker
-        resumes: the step after it)."""
+    def applied_steps(self) -> list[int]:
+        """Each shard's last applied step (its barrier), in shard order."""
         request = shard_pb2.StepRequest(step=0, wait_seconds=0.0)
 
         def ask(shard: int) -> int:
@@ -440,7 +451,46 @@ class ShardedClient:
             )
             return int(reply.applied_step)  # type: ignore[attr-defined]
 
-        return min(self._fan_out(ask, list(range(self.shard_map.shards))))  # type: ignore[type-var]
+        return self._fan_out(ask, list(range(self.shard_map.shards)))  # type: ignore[return-value]
+
+    def applied_step(self) -> int:
+        """The last step whose barrier every shard passed (where a restarted worker
+        resumes: the step after it)."""
+        return min(self.applied_steps())
+
+    def align(self, checkpoint_every: int) -> int:
+        """Bring every shard to one step and return it: where the workers replay from
+        after a shard restarted from its checkpoint (synchronous mode). Shards ahead of
+        the slowest roll back to its step; if one cannot (no checkpoint kept there: a
+        worker died between its pushes to two shards), every shard rolls back to the
+        last checkpoint step at or before it."""
+        steps = self.applied_steps()
+        low = min(steps)
+        if low == max(steps):
+            return low
+
+        def roll_back(target: int) -> None:
+            def one(shard: int) -> None:
+                request = shard_pb2.StepRequest(step=target, wait_seconds=0.0)
+                self._rpc(
+                    shard,
+                    lambda channel: shard_pb2_grpc.ParameterShardStub(channel).RollBack(
+                        request, timeout=RPC_TIMEOUT_SECONDS
+                    ),
+                )
+
+            self._fan_out(one, [s for s, step in enumerate(steps) if step > target])
+
+        try:
+            roll_back(low)
+            return low
+        except AggregationRefusedError:
+            if checkpoint_every <= 0 or low % checkpoint_every == 0:
+                raise
+        point = low - low % checkpoint_every
+        steps = self.applied_steps()
+        roll_back(point)
+        return point
 
     # --- whole model ------------------------------------------------------------------------
 
