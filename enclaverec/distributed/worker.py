@@ -342,6 +342,7 @@ def run_worker(
                             first_barrier_deadline_seconds=max(deadline, START_GRACE_SECONDS)
                             if fresh
                             else None,
+                            barrier_in_pull=plan.mode.value == "sync",
                         ),
                     )
                     timings.extend(run.timings)

@@ -138,6 +138,9 @@ class PulledRows:
     incarnation: str
     dense: Arrays
     tables: dict[str, SparseRows]
+    waiting: bool = False
+    """The barrier of the step before did not pass within the pull's wait: nothing sent."""
+    waited_seconds: float = 0.0
 
 
 Checkpointer = Callable[[bytes], None]
@@ -231,10 +234,18 @@ class ShardServer:
             raise AggregationRefusedError(f"{caller} is not a worker of this job")
 
     def pull(
-        self, caller: str, step: int, tables: Mapping[str, np.ndarray], dense: bool
+        self,
+        caller: str,
+        step: int,
+        tables: Mapping[str, np.ndarray],
+        dense: bool,
+        wait: float = 0.0,
     ) -> PulledRows:
         """The rows ``tables`` asks for (local ids, ascending, unique) and, when ``dense``,
-        the dense arrays, for computing step ``step``."""
+        the dense arrays, for computing step ``step``. Synchronous mode with ``wait`` > 0:
+        first wait up to ``wait`` seconds for step ``step - 1``'s barrier (one round trip
+        per step less than ``await_step`` then ``pull``); if it did not pass, a
+        ``waiting`` reply without arrays."""
         self.check_worker(caller)
         schedule = self.config.schedule
         if not 1 <= step <= schedule.total_steps:
@@ -253,6 +264,15 @@ class ShardServer:
                     f"{name}: {len(ids)} rows asked for step {step}, at most {bound}"
                 )
         with self.lock:
+            started = self.clock()
+            if self.config.mode is SyncMode.SYNC and wait > 0:
+                deadline = started + wait
+                while self.failure is None and self.applied < step - 1:
+                    remaining = deadline - self.clock()
+                    if remaining <= 0:
+                        return PulledRows(self.applied_step, self.incarnation, {}, {}, True, wait)
+                    self.lock.wait(remaining)
+            waited = self.clock() - started
             if self.failure is not None:
                 raise AggregationRefusedError(self.failure)
             if self.config.mode is SyncMode.SYNC and self.applied != step - 1:
@@ -271,7 +291,9 @@ class ShardServer:
                 if dense
                 else {}
             )
-            return PulledRows(self.applied_step, self.incarnation, dense_arrays, rows)
+            return PulledRows(
+                self.applied_step, self.incarnation, dense_arrays, rows, False, waited
+            )
 
     def snapshot(self) -> Arrays:
         """A copy of every array of the shard (final model, validation)."""

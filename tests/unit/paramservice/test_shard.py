@@ -130,6 +130,34 @@ def test_a_synchronous_step_weights_by_rows_and_applies_once(cluster):
     assert a.traffic.pulled > 0 and a.traffic.pushed > 0
 
 
+def test_a_pull_can_wait_for_the_barrier_on_the_shards(cluster):
+    # One round trip per step instead of AwaitStep then PullRows: the shards hold the
+    # pull until the step before passed, and say how long they waited.
+    servers, (a, b) = cluster
+    for client in (a, b):
+        pulled = client.pull(1, {}, barrier_deadline_seconds=5)
+        assert pulled.applied_step == 0 and pulled.waited_seconds < 1
+    a.push(1, rows=6, loss_sum=1.0, pulled_step=0, dense={"w": np.ones(3, np.float32)}, tables={})
+    ids = {"embedding/C1": np.array([3], np.int64)}
+    with pytest.raises(BarrierTimeoutError, match="step 1 not reached"):
+        a.pull(2, ids, barrier_deadline_seconds=0.2)  # b has not pushed step 1
+    late = threading.Timer(
+        0.3,
+        lambda: b.push(
+            1, rows=2, loss_sum=1.0, pulled_step=0, dense={"w": np.ones(3, np.float32)}, tables={}
+        ),
+    )
+    late.start()
+    pulled = a.pull(2, ids, barrier_deadline_seconds=10)
+    late.join()
+    assert pulled.applied_step == 1 and 0.1 < pulled.waited_seconds < 10
+    whole, _ = a.pull_model()
+    np.testing.assert_array_equal(pulled.rows["embedding/C1"], whole["embedding/C1"][[3]])
+    # Without a wait the shard refuses a pull before the barrier, as before.
+    with pytest.raises(StaleUpdateError):
+        a.pull(3, ids)
+
+
 def test_a_worker_without_rows_in_a_step_still_counts_at_the_barrier(cluster):
     servers, (a, b) = cluster
     a.push(
