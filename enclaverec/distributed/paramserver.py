@@ -37,7 +37,7 @@ from enclaverec.arrays import Arrays, SparseRows
 from enclaverec.audit import AuditLog
 from enclaverec.distributed.config import ParamServerConfig
 from enclaverec.distributed.members import call_keybroker, keybroker_session, next_directive
-from enclaverec.errors import TrainingError
+from enclaverec.errors import StaleUpdateError, TrainingError
 from enclaverec.paramservice import checkpoint as archive
 from enclaverec.paramservice.optimizers import ServerOptimizerKind
 from enclaverec.paramservice.shard import (
@@ -260,7 +260,7 @@ class ParamServer:
         wanted = target + (plan.max_staleness if plan.mode.value == "async" else 0)
         last_progress = time.monotonic()
         seen = self.shard.applied_step
-        while not self.shard.await_step(wanted, PROGRESS_POLL_SECONDS):
+        while not self._reached(wanted):
             now = time.monotonic()
             if self.shard.applied_step != seen:
                 seen, last_progress = self.shard.applied_step, now
@@ -277,6 +277,14 @@ class ParamServer:
                 )
                 self.audit.write("failed", step=seen, reason=message)
                 raise TrainingError(message)
+
+    def _reached(self, step: int) -> bool:
+        """Whether ``step``'s barrier passed within a poll; a roll back (another shard
+        restarted, the workers replay) is not a failure here: keep waiting."""
+        try:
+            return self.shard.await_step(step, PROGRESS_POLL_SECONDS)
+        except StaleUpdateError:
+            return False
 
     def run(self, *, on_epoch: Callable[[int, bool], None] | None = None) -> ParamServerResult:
         """Serve until the key broker says STOP and took this shard of the best model."""

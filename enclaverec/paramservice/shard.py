@@ -54,6 +54,7 @@ from enclaverec.paramservice.shards import ShardMap
 from enclaverec.schedule import StepSchedule
 
 CHECKPOINT_FORMAT = 1
+_ROLLED_BACK = "the shard rolled back to step {} while this call waited: replay from there"
 SEALING_PURPOSE = "distributed/paramserver-checkpoint"
 
 
@@ -216,9 +217,12 @@ class ShardServer:
         rows did not add up to the batch)."""
         deadline = self.clock() + max(0.0, timeout)
         with self.lock:
+            rollbacks = self.rollbacks
             while True:
                 if self.failure is not None:
                     raise AggregationRefusedError(self.failure)
+                if self.rollbacks != rollbacks:
+                    raise StaleUpdateError(_ROLLED_BACK.format(self.applied_step))
                 if self._reached(step):
                     return True
                 remaining = deadline - self.clock()
@@ -265,9 +269,12 @@ class ShardServer:
                 )
         with self.lock:
             started = self.clock()
+            rollbacks = self.rollbacks
             if self.config.mode is SyncMode.SYNC and wait > 0:
                 deadline = started + wait
                 while self.failure is None and self.applied < step - 1:
+                    if self.rollbacks != rollbacks:
+                        raise StaleUpdateError(_ROLLED_BACK.format(self.applied_step))
                     remaining = deadline - self.clock()
                     if remaining <= 0:
                         return PulledRows(self.applied_step, self.incarnation, {}, {}, True, wait)
@@ -485,9 +492,12 @@ class ShardServer:
         if plaintext is None:
             raise AggregationRefusedError(f"no checkpoint of step {step} is kept")
         self.restore(plaintext)
+        with self.lock:
+            # Waiters of a later barrier learn it at once (StaleUpdateError): they replay.
+            self.rollbacks += 1
+            self.lock.notify_all()
         if self.applied_step != step:  # the reader gave another step's checkpoint
             raise AggregationRefusedError(f"the checkpoint kept for step {step} is another's")
-        self.rollbacks += 1
         return step
 
     def _maybe_checkpoint(self, step: int) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -380,7 +381,27 @@ def test_a_shard_rolls_back_to_a_kept_checkpoint_and_replays_to_the_same_state(t
     _apply_step(server, 3)
     after_3 = server.snapshot()
     assert server.roll_back("worker-0", 3) == 3  # already there: nothing to do
+    # Calls waiting for a later barrier learn of the roll back at once (they replay).
+    outcomes: list[BaseException] = []
+
+    def wait_for(fn) -> threading.Thread:
+        def run() -> None:
+            try:
+                fn()
+            except BaseException as exc:  # noqa: BLE001 - checked below
+                outcomes.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    # (Step 4 is past this schedule's end: await_step takes any step, pull would refuse.)
+    waiters = [wait_for(lambda: server.await_step(4, 20)) for _ in range(2)]
+    time.sleep(0.2)
     assert server.roll_back("worker-1", 2) == 2 and server.applied_step == 2
+    for thread in waiters:
+        thread.join(5)
+    assert len(outcomes) == 2 and all(isinstance(e, StaleUpdateError) for e in outcomes)
     for name, value in after_2.items():
         np.testing.assert_array_equal(server.snapshot()[name], value)
     _apply_step(server, 3)
