@@ -9,7 +9,8 @@ measurement of a configuration that holds its own):
 - the key broker (``job.toml``) pins every worker by MRENCLAVE, one per worker id, so
   only the owner's worker configurations ever receive the data key;
 - each parameter server pins the key broker by MRENCLAVE (so it hands the model to no
-  other) and the workers by MRENCLAVE;
+  other) and each worker id by its MRENCLAVE (``[workers]``: worker-0's enclave cannot
+  enroll as worker-1);
 - workers pin the key broker by signer and role, and each parameter server by the
   MRENCLAVE the key broker gives them;
 - the owner pins the key broker by MRENCLAVE and, in its signed submission, tells it each
@@ -607,6 +608,9 @@ class ParamServerConfig:
     source: Path
     raw: bytes = field(repr=False)
     pccs_url: str | None = None
+    worker_mrenclaves: Mapping[str, bytes] = field(default_factory=dict)
+    """The MRENCLAVE each worker id must enroll with (``[workers.<id>] mrenclave``); an id
+    without one is accepted from any enclave of ``worker_policy`` (same code, several ids)."""
 
     def __post_init__(self) -> None:
         where = str(self.source)
@@ -614,6 +618,11 @@ class ParamServerConfig:
             raise ConfigError(f"{where}: {self.paramserver_id} is not a parameter server")
         _require_pin(self.tee, self.keybroker_policy, "keybroker_policy", where)
         _require_pin(self.tee, self.worker_policy, "worker_policy", where)
+        if set(self.worker_mrenclaves) - set(self.plan.workers):
+            raise ConfigError(f"{where}: [workers] names a worker the plan does not have")
+        allowed = self.worker_policy.mrenclaves if self.worker_policy is not None else ()
+        if allowed and not set(self.worker_mrenclaves.values()) <= set(allowed):
+            raise ConfigError(f"{where}: a [workers] MRENCLAVE is not in [worker_policy]")
         _check_enclave_addresses(self.tee, [self.keybroker, self.listen], where)
         if self.tee is TEEKind.SIMULATED and self.simulation_dir is None:
             raise ConfigError(f"{where}: a simulated TEE needs [paramserver] simulation")
@@ -628,9 +637,10 @@ class ParamServerConfig:
         where = str(path)
         check_keys(
             data,
-            {"paramserver", "listen", "keybroker", "keybroker_policy", "worker_policy", "plan"},
+            {"paramserver", "listen", "keybroker", "keybroker_policy", "worker_policy", "plan",
+             "workers"},
             where,
-        )
+        )  # fmt: skip
         header, tee = _header(data, "paramserver", {"id", "job", "simulation", "pccs_url"}, where)
         return cls(
             paramserver_id=get(header, "id", str, where),
@@ -645,7 +655,20 @@ class ParamServerConfig:
             source=path,
             raw=raw,
             pccs_url=get(header, "pccs_url", str, where, None),
+            worker_mrenclaves=_member_mrenclaves(data, "workers", where),
         )
+
+
+def _member_mrenclaves(data: Mapping[str, Any], key: str, where: str) -> dict[str, bytes]:
+    """``[<key>.<member>] mrenclave = "<hex>"`` entries (the table is optional)."""
+    pins = {}
+    for member, entry in table(data, key, where, required=False).items():
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: [{key}.{member}] must be a table")
+        check_keys(entry, {"mrenclave"}, f"{where} [{key}.{member}]")
+        value = get(entry, "mrenclave", str, where)
+        pins[member] = _hex_digest(value, f"[{key}.{member}] mrenclave")
+    return pins
 
 
 def paramserver_toml(
@@ -660,6 +683,7 @@ def paramserver_toml(
     keybroker_policy: PolicySpec | None,
     worker_policy: PolicySpec | None,
     pccs_url: str | None = None,
+    worker_mrenclaves: Mapping[str, bytes] | None = None,
 ) -> dict[str, Any]:
     header: dict[str, Any] = {
         "id": paramserver,
@@ -681,6 +705,10 @@ def paramserver_toml(
         document["keybroker_policy"] = keybroker_policy.to_toml()
     if worker_policy is not None:
         document["worker_policy"] = worker_policy.to_toml()
+    if worker_mrenclaves:
+        document["workers"] = {
+            member: {"mrenclave": value.hex()} for member, value in worker_mrenclaves.items()
+        }
     return document
 
 

@@ -296,11 +296,13 @@ class KeyBroker:
         identity = ServerIdentity(
             self.backend, ServerIdentityConfig(self.state_dir, common_name="keybroker")
         )
-        # Members prove themselves by evidence alone: their measurement is pinned per id.
+        # Members prove themselves by evidence alone, each from the enclave pinned for its
+        # id (refused at enrollment; every call checks the pin again in ``member``).
         enrollment = EnrollmentConfig(
             membership={member: None for member in members},
             require_membership_signature=False,
             require_evidence=True,
+            pinned_mrenclave=self._enrollment_pin,
         )
         return AttestedServer.create(
             identity,
@@ -308,8 +310,23 @@ class KeyBroker:
             listen,
             evidence_verification=verification,
             audit=self.audit.enrollment,
+            refused=lambda party, check, detail: self.audit.write(
+                "enrollment_refused", party=party, check=check, reason=detail
+            ),
             application_options=options,
         )
+
+    def _enrollment_pin(self, member: str) -> bytes | None:
+        """The MRENCLAVE ``member`` must enroll with: a worker's from ``job.toml``, a
+        server's from the owner's submission (None before it: a server enrolls before the
+        owner submits, and its calls are refused until then and checked against it after)."""
+        pin = self.config.members.get(member)
+        if pin is None:
+            return None
+        if pin.role == "paramserver":
+            with self._cond:
+                return self.state.paramserver_pins.get(member)
+        return pin.mrenclave
 
     def _load_state(self) -> BrokerState:
         path = self.state_dir / STATE_FILE

@@ -8,7 +8,8 @@ key broker's epochs, and hand it this shard of the best model at the end.
    (the initial model from the seed: nothing to ship) and resumes from its sealed
    checkpoint if there is one (a checkpoint that does not unseal stops the start, exit 4).
 3. Serves the shard on its own attested server: workers enroll with its CA, their
-   evidence checked against the worker policy of the file (the workers' MRENCLAVEs).
+   evidence checked against the worker policy of the file (the workers' MRENCLAVEs) and,
+   per worker id, against the MRENCLAVE the file pins for that id (``[workers]``).
 4. After each epoch's last step it keeps a copy of its shard, asks the key broker whether
    to continue, keeps only the best epoch's copy (sealed, so a restart keeps it), and on
    STOP sends that copy to the key broker (``SubmitModelShard``), in global row ids.
@@ -36,7 +37,7 @@ from enclaverec.arrays import Arrays, SparseRows
 from enclaverec.audit import AuditLog
 from enclaverec.distributed.config import ParamServerConfig
 from enclaverec.distributed.members import call_keybroker, keybroker_session, next_directive
-from enclaverec.errors import TrainingError
+from enclaverec.errors import StaleUpdateError, TrainingError
 from enclaverec.paramservice import checkpoint as archive
 from enclaverec.paramservice.optimizers import ServerOptimizerKind
 from enclaverec.paramservice.shard import (
@@ -44,6 +45,7 @@ from enclaverec.paramservice.shard import (
     ShardServer,
     SyncMode,
     resume_sealed,
+    sealed_checkpoint_reader,
     sealed_checkpointer,
 )
 from enclaverec.paramservice.shard_rpc import SHARD_SERVER_OPTIONS, serve_shard
@@ -131,7 +133,17 @@ class ParamServer:
             if self._sealing_key is not None
             else None  # --tee none: nothing may be written in the clear
         )
-        self.shard = ShardServer(shard_settings, self.layout, part, checkpointer=checkpointer)
+        self.shard = ShardServer(
+            shard_settings,
+            self.layout,
+            part,
+            checkpointer=checkpointer,
+            checkpoint_reader=sealed_checkpoint_reader(
+                self.state_dir / CHECKPOINT_FILE, self._sealing_key
+            )
+            if self._sealing_key is not None
+            else None,
+        )
         self.resumed_from: int | None = None
         if self._sealing_key is not None and resume_sealed(
             self.shard, self.state_dir / CHECKPOINT_FILE, self._sealing_key
@@ -178,11 +190,12 @@ class ParamServer:
             self.backend, ServerIdentityConfig(self.state_dir, common_name=config.paramserver_id)
         )
         # Workers prove themselves by evidence alone, against the worker policy of the
-        # measured configuration (the owner's worker MRENCLAVEs).
+        # measured configuration (the owner's worker MRENCLAVEs), each id from its own.
         enrollment = EnrollmentConfig(
             membership={worker: None for worker in config.plan.workers},
             require_membership_signature=False,
             require_evidence=True,
+            pinned_mrenclave=config.worker_mrenclaves.get,
         )
         return AttestedServer.create(
             identity,
@@ -247,7 +260,7 @@ class ParamServer:
         wanted = target + (plan.max_staleness if plan.mode.value == "async" else 0)
         last_progress = time.monotonic()
         seen = self.shard.applied_step
-        while not self.shard.await_step(wanted, PROGRESS_POLL_SECONDS):
+        while not self._reached(wanted):
             now = time.monotonic()
             if self.shard.applied_step != seen:
                 seen, last_progress = self.shard.applied_step, now
@@ -264,6 +277,14 @@ class ParamServer:
                 )
                 self.audit.write("failed", step=seen, reason=message)
                 raise TrainingError(message)
+
+    def _reached(self, step: int) -> bool:
+        """Whether ``step``'s barrier passed within a poll; a roll back (another shard
+        restarted, the workers replay) is not a failure here: keep waiting."""
+        try:
+            return self.shard.await_step(step, PROGRESS_POLL_SECONDS)
+        except StaleUpdateError:
+            return False
 
     def run(self, *, on_epoch: Callable[[int, bool], None] | None = None) -> ParamServerResult:
         """Serve until the key broker says STOP and took this shard of the best model."""

@@ -320,7 +320,7 @@ def _write_job(
     )
 
     # 3. Parameter servers pin the key broker exactly (they hand the model to it and no
-    #    other) and the workers.
+    #    other) and each worker id by its measurement.
     ps_configs = []
     server_pins: dict[str, bytes] = {}
     for member in plan.paramservers:
@@ -340,6 +340,9 @@ def _write_job(
                 keybroker_policy=keybroker_exact,
                 worker_policy=policy("worker", worker_pins),
                 pccs_url=pccs_url,
+                worker_mrenclaves={member: measured[member] for member in plan.workers}
+                if tee is TEEKind.SIMULATED
+                else None,
             ),
         )
         ps_configs.append(path)

@@ -127,6 +127,10 @@ class StepLoopConfig:
     first_barrier_deadline_seconds: float | None = None
     """The deadline of the loop's first barrier (the other workers may still be starting:
     attesting, loading TensorFlow); None: ``barrier_deadline_seconds``."""
+    barrier_in_pull: bool = False
+    """Synchronous mode: the pull waits for the barrier on the shards (one round trip per
+    step instead of ``AwaitStep`` then ``PullRows``); ``wait_seconds`` is then the
+    shards' own measure of that wait."""
 
     def __post_init__(self) -> None:
         last = self.schedule.total_steps if self.last is None else self.last
@@ -163,9 +167,11 @@ def run_worker_steps(
         deadline = config.barrier_deadline_seconds
         if step <= config.first + 1 and config.first_barrier_deadline_seconds is not None:
             deadline = max(deadline, config.first_barrier_deadline_seconds)
-        client.await_step(step - 1, deadline)
-        waited = clock()
         rows = data.rows_of(config.schedule.batch(step))
+        in_pull = config.barrier_in_pull and len(rows) > 0
+        if not in_pull:
+            client.await_step(step - 1, deadline)
+        waited = clock()
         before = client.traffic.pulled
         if len(rows) == 0:
             # Nothing of this batch is ours: an empty contribution passes the barrier.
@@ -177,8 +183,14 @@ def run_worker_steps(
         else:
             examples = data.examples.take(rows)
             ids = batch_ids(examples, table_names)
-            pulled = client.pull(step, {name: unique for name, (unique, _) in ids.items()})
+            pulled = client.pull(
+                step,
+                {name: unique for name, (unique, _) in ids.items()},
+                barrier_deadline_seconds=deadline if in_pull else None,
+            )
             fetched = clock()
+            if in_pull:  # the shards' wait at the barrier is the wait phase, not the pull
+                waited = min(fetched, waited + pulled.waited_seconds)
             batch = PulledBatch(
                 examples=examples,
                 dense=pulled.dense,

@@ -245,12 +245,13 @@ def _open_when_up(session, wait_seconds: float) -> None:
             time.sleep(0.25)
 
 
-def _applied_when_up(client, wait_seconds: float) -> int:
-    """The last step every shard applied, once every shard answers again."""
+def _applied_when_up(client, wait_seconds: float, checkpoint_every: int) -> int:
+    """The step every shard is at, once every shard answers again: with several shards,
+    those ahead of one restarted from its checkpoint roll back to its step."""
     deadline = time.monotonic() + wait_seconds
     while True:
         try:
-            return client.applied_step()
+            return client.align(checkpoint_every)
         except (TransportError, grpc.RpcError):
             if time.monotonic() >= deadline:
                 raise
@@ -341,6 +342,7 @@ def run_worker(
                             first_barrier_deadline_seconds=max(deadline, START_GRACE_SECONDS)
                             if fresh
                             else None,
+                            barrier_in_pull=plan.mode.value == "sync",
                         ),
                     )
                     timings.extend(run.timings)
@@ -359,7 +361,7 @@ def run_worker(
                 if recoveries > MAX_RECOVERIES:
                     raise
                 log.warning("%s: %s; waiting for the parameter servers", config.worker_id, exc)
-                applied = _applied_when_up(client, deadline)
+                applied = _applied_when_up(client, deadline, plan.checkpoint_every)
                 epoch = max(1, -(-applied // per_epoch))
                 fresh = True
                 continue

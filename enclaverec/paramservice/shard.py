@@ -18,12 +18,19 @@ the global batch's; ``await_step(t)`` returns once the slowest worker has pushed
 The model of an epoch is copied under the lock the moment the epoch's last step passes
 its barrier (:meth:`ShardServer.epoch_model`): the server's own thread may run late (a
 key-broker restart, a loaded machine) while the workers already train the next epoch.
+
+With several shards, one restarted from its checkpoint at step c is behind the others;
+the workers then ask the others to roll back to c (:meth:`ShardServer.roll_back`), from
+the last two sealed checkpoints each keeps (every shard checkpoints at the same step
+numbers), and replay from c + 1: the gradients of a step need every shard's model of
+the step before.
 """
 
 from __future__ import annotations
 
 import enum
 import math
+import os
 import secrets
 import threading
 import time
@@ -47,6 +54,7 @@ from enclaverec.paramservice.shards import ShardMap
 from enclaverec.schedule import StepSchedule
 
 CHECKPOINT_FORMAT = 1
+_ROLLED_BACK = "the shard rolled back to step {} while this call waited: replay from there"
 SEALING_PURPOSE = "distributed/paramserver-checkpoint"
 
 
@@ -131,10 +139,16 @@ class PulledRows:
     incarnation: str
     dense: Arrays
     tables: dict[str, SparseRows]
+    waiting: bool = False
+    """The barrier of the step before did not pass within the pull's wait: nothing sent."""
+    waited_seconds: float = 0.0
 
 
 Checkpointer = Callable[[bytes], None]
 """Seals and stores a checkpoint's plaintext (see :func:`sealed_checkpointer`)."""
+CheckpointReader = Callable[[int], "bytes | None"]
+"""The plaintext of a kept checkpoint of a given step, or None (see
+:func:`sealed_checkpoint_reader`)."""
 
 
 class ShardServer:
@@ -147,6 +161,7 @@ class ShardServer:
         arrays: Mapping[str, np.ndarray],
         *,
         checkpointer: Checkpointer | None = None,
+        checkpoint_reader: CheckpointReader | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
@@ -165,6 +180,8 @@ class ShardServer:
             self.arrays[name] = value
         self.optimizer = make_server_optimizer(config.optimizer, self.layout)
         self.checkpointer = checkpointer
+        self.checkpoint_reader = checkpoint_reader
+        self.rollbacks = 0
         self.clock = clock
         self.lock = threading.Condition()
         self.incarnation = secrets.token_hex(8)
@@ -200,9 +217,12 @@ class ShardServer:
         rows did not add up to the batch)."""
         deadline = self.clock() + max(0.0, timeout)
         with self.lock:
+            rollbacks = self.rollbacks
             while True:
                 if self.failure is not None:
                     raise AggregationRefusedError(self.failure)
+                if self.rollbacks != rollbacks:
+                    raise StaleUpdateError(_ROLLED_BACK.format(self.applied_step))
                 if self._reached(step):
                     return True
                 remaining = deadline - self.clock()
@@ -218,10 +238,18 @@ class ShardServer:
             raise AggregationRefusedError(f"{caller} is not a worker of this job")
 
     def pull(
-        self, caller: str, step: int, tables: Mapping[str, np.ndarray], dense: bool
+        self,
+        caller: str,
+        step: int,
+        tables: Mapping[str, np.ndarray],
+        dense: bool,
+        wait: float = 0.0,
     ) -> PulledRows:
         """The rows ``tables`` asks for (local ids, ascending, unique) and, when ``dense``,
-        the dense arrays, for computing step ``step``."""
+        the dense arrays, for computing step ``step``. Synchronous mode with ``wait`` > 0:
+        first wait up to ``wait`` seconds for step ``step - 1``'s barrier (one round trip
+        per step less than ``await_step`` then ``pull``); if it did not pass, a
+        ``waiting`` reply without arrays."""
         self.check_worker(caller)
         schedule = self.config.schedule
         if not 1 <= step <= schedule.total_steps:
@@ -240,6 +268,18 @@ class ShardServer:
                     f"{name}: {len(ids)} rows asked for step {step}, at most {bound}"
                 )
         with self.lock:
+            started = self.clock()
+            rollbacks = self.rollbacks
+            if self.config.mode is SyncMode.SYNC and wait > 0:
+                deadline = started + wait
+                while self.failure is None and self.applied < step - 1:
+                    if self.rollbacks != rollbacks:
+                        raise StaleUpdateError(_ROLLED_BACK.format(self.applied_step))
+                    remaining = deadline - self.clock()
+                    if remaining <= 0:
+                        return PulledRows(self.applied_step, self.incarnation, {}, {}, True, wait)
+                    self.lock.wait(remaining)
+            waited = self.clock() - started
             if self.failure is not None:
                 raise AggregationRefusedError(self.failure)
             if self.config.mode is SyncMode.SYNC and self.applied != step - 1:
@@ -258,7 +298,9 @@ class ShardServer:
                 if dense
                 else {}
             )
-            return PulledRows(self.applied_step, self.incarnation, dense_arrays, rows)
+            return PulledRows(
+                self.applied_step, self.incarnation, dense_arrays, rows, False, waited
+            )
 
     def snapshot(self) -> Arrays:
         """A copy of every array of the shard (final model, validation)."""
@@ -427,6 +469,37 @@ class ShardServer:
 
     # --- checkpoints ------------------------------------------------------------------------
 
+    def roll_back(self, caller: str, step: int) -> int:
+        """Return to the model after ``step`` (synchronous mode), from a kept checkpoint of
+        that step, because another shard restarted from its checkpoint there; the workers
+        replay from ``step + 1``. Nothing to do at ``step`` already; refused for a step
+        ahead, a step without a kept checkpoint, or in asynchronous mode. Returns the
+        applied step."""
+        self.check_worker(caller)
+        if self.config.mode is not SyncMode.SYNC:
+            raise AggregationRefusedError("only a synchronous shard rolls back")
+        with self.lock:
+            if self.failure is not None:
+                raise AggregationRefusedError(self.failure)
+            applied = self.applied
+        if step == applied:
+            return applied
+        if not 0 <= step < applied:
+            raise AggregationRefusedError(
+                f"{caller} asks to roll back to step {step}; step {applied} is the last applied"
+            )
+        plaintext = self.checkpoint_reader(step) if self.checkpoint_reader else None
+        if plaintext is None:
+            raise AggregationRefusedError(f"no checkpoint of step {step} is kept")
+        self.restore(plaintext)
+        with self.lock:
+            # Waiters of a later barrier learn it at once (StaleUpdateError): they replay.
+            self.rollbacks += 1
+            self.lock.notify_all()
+        if self.applied_step != step:  # the reader gave another step's checkpoint
+            raise AggregationRefusedError(f"the checkpoint kept for step {step} is another's")
+        return step
+
     def _maybe_checkpoint(self, step: int) -> None:
         every = self.config.checkpoint_every
         if self.checkpointer is not None and every and step % every == 0:
@@ -492,7 +565,11 @@ class ShardServer:
             self._updates.clear()
             self.loss_sum = float(meta.get("loss_sum", 0.0))
             self.rows_done = int(meta.get("rows_done", 0))
-            self._epoch_models.clear()
+            # A roll back keeps the copies of epochs that ended at or before the step (the
+            # server's thread may not have taken them yet); later ones are replayed.
+            per_epoch = self.config.schedule.steps_per_epoch
+            for epoch in [e for e in self._epoch_models if e * per_epoch > applied]:
+                del self._epoch_models[epoch]
             self._keep_epoch_model()  # a checkpoint at an epoch's end is that epoch's model
             self.lock.notify_all()
 
@@ -506,19 +583,45 @@ def _check_ids(ids: np.ndarray, rows: int, name: str) -> None:
         raise MalformedInputError(f"{name}: row ids must be unique and ascending")
 
 
+def previous_checkpoint(path: Any) -> Any:
+    """Where the checkpoint before the last one is kept (``shard.sealed.prev``)."""
+    return path.with_name(path.name + ".prev")
+
+
 def sealed_checkpointer(path: Any, sealing_key: bytes) -> Checkpointer:
-    """A checkpointer that seals to ``sealing_key`` and writes ``path`` atomically."""
+    """A checkpointer that seals to ``sealing_key`` and writes ``path`` atomically, after
+    moving the last checkpoint to :func:`previous_checkpoint` (another shard may need to
+    roll back to it, see :meth:`ShardServer.roll_back`)."""
 
     def save(plaintext: bytes) -> None:
+        if path.exists():
+            os.replace(path, previous_checkpoint(path))
         archive.save_sealed(path, sealing_key, SEALING_PURPOSE, plaintext)
 
     return save
 
 
+def sealed_checkpoint_reader(path: Any, sealing_key: bytes) -> CheckpointReader:
+    """The kept checkpoint (last or previous) of a step, unsealed; None if neither is."""
+
+    def load(step: int) -> bytes | None:
+        for candidate in (path, previous_checkpoint(path)):
+            plaintext = archive.load_sealed(candidate, sealing_key, SEALING_PURPOSE)
+            if plaintext is not None and archive.unpack(plaintext)[1].get("applied") == step:
+                return plaintext
+        return None
+
+    return load
+
+
 def resume_sealed(server: ShardServer, path: Any, sealing_key: bytes) -> bool:
-    """Restore ``server`` from its sealed checkpoint at ``path`` if there is one; whether
-    it did. A checkpoint that does not unseal or does not fit is an ``IntegrityError``."""
+    """Restore ``server`` from its sealed checkpoint at ``path`` (or the previous one, if
+    it was killed between moving it and writing the new one) if there is one; whether it
+    did. A checkpoint that does not unseal or does not fit is an ``IntegrityError``."""
     plaintext = archive.load_sealed(path, sealing_key, SEALING_PURPOSE)
+    if plaintext is None:
+        path = previous_checkpoint(path)
+        plaintext = archive.load_sealed(path, sealing_key, SEALING_PURPOSE)
     if plaintext is None:
         return False
     try:

@@ -62,12 +62,23 @@ def encode_rows(pulled: PulledRows, layout: ModelLayout) -> shard_pb2.RowsPayloa
         applied_step=pulled.applied_step,
         incarnation=pulled.incarnation,
         arrays=tensors.encode_bundle(pulled.dense, pulled.tables, _shapes(layout)),
+        waiting=pulled.waiting,
+        waited_seconds=pulled.waited_seconds,
     )
 
 
 def decode_rows(payload: shard_pb2.RowsPayload) -> PulledRows:
     dense, tables = tensors.decode_bundle(payload.arrays)
-    return PulledRows(int(payload.applied_step), payload.incarnation, dense, tables)
+    waited = float(payload.waited_seconds)
+    return PulledRows(
+        int(payload.applied_step),
+        payload.incarnation,
+        dense,
+        tables,
+        bool(payload.waiting),
+        # A number from the server, for timings only: bounded like the wait itself.
+        waited if 0 <= waited <= MAX_WAIT_SECONDS else 0.0,
+    )
 
 
 def encode_gradients(gradients: Gradients, layout: ModelLayout) -> shard_pb2.GradientPayload:
@@ -138,7 +149,10 @@ class ShardServicer(shard_pb2_grpc.ParameterShardServicer):
                 if message.name in tables:
                     raise MalformedInputError(f"{message.name}: asked twice")
                 tables[message.name] = _decode_ids(message)
-            pulled = self.server.pull(caller, int(request.step), tables, bool(request.dense))
+            wait = float(request.wait_seconds)
+            if not 0 <= wait <= MAX_WAIT_SECONDS:  # also refuses NaN
+                wait = MAX_WAIT_SECONDS
+            pulled = self.server.pull(caller, int(request.step), tables, bool(request.dense), wait)
         except Exception as exc:  # noqa: BLE001 - every refusal gets a status and an audit event
             self._refuse(context, caller, int(request.step), as_refusal(exc, f"a pull by {caller}"))
         return encode_rows(pulled, self.server.layout)
@@ -163,6 +177,18 @@ class ShardServicer(shard_pb2_grpc.ParameterShardServicer):
         except AggregationRefusedError as exc:
             self._refuse(context, caller, int(request.step), exc)
         return shard_pb2.StepReply(reached=reached, applied_step=self.server.applied_step)
+
+    def RollBack(self, request, context):  # noqa: N802
+        caller = self.identify(context)
+        step = int(request.step)
+        before = self.server.rollbacks
+        try:
+            applied = self.server.roll_back(caller, step)
+        except Exception as exc:  # noqa: BLE001 - every refusal gets a status and an audit event
+            self._refuse(context, caller, step, as_refusal(exc, f"a roll back by {caller}"))
+        if self.server.rollbacks != before:
+            log.warning("rolled back to step %d at %s's request", applied, caller)
+        return shard_pb2.StepReply(reached=True, applied_step=applied)
 
     def PullShard(self, request, context):  # noqa: N802
         caller = self.identify(context)
@@ -231,6 +257,8 @@ class PulledModel:
     dense: Arrays
     rows: dict[str, np.ndarray]
     wire_bytes: int
+    waited_seconds: float = 0.0
+    """With a barrier wait: the longest any shard waited for the step before."""
 
 
 @dataclass
@@ -293,9 +321,18 @@ class ShardedClient:
 
     # --- pull -------------------------------------------------------------------------------
 
-    def pull(self, step: int, rows: Mapping[str, np.ndarray]) -> PulledModel:
+    def pull(
+        self,
+        step: int,
+        rows: Mapping[str, np.ndarray],
+        *,
+        barrier_deadline_seconds: float | None = None,
+    ) -> PulledModel:
         """The dense arrays and the rows ``rows`` names (per table: global ids, unique and
-        ascending) for computing ``step``."""
+        ascending) for computing ``step``. With ``barrier_deadline_seconds`` (synchronous
+        mode), every shard first waits for step ``step - 1``'s barrier, as
+        :meth:`await_step` would, without its extra round trip; ``BarrierTimeoutError``
+        after the deadline."""
         requests: dict[int, shard_pb2.RowRequest] = {
             s: shard_pb2.RowRequest(step=step, dense=s == self.shard_map.dense_shard)
             for s in range(self.shard_map.shards)
@@ -310,6 +347,10 @@ class ShardedClient:
                     shard_pb2.TableRows(name=name, row_ids=local.astype("<i8").tobytes())
                 )
         targets = [s for s, r in requests.items() if r.dense or len(r.tables)]
+        waits: dict[int, float] = {}
+        if barrier_deadline_seconds is not None:
+            targets = list(requests)  # every shard's barrier, even where no row is asked
+            deadline = self.clock() + barrier_deadline_seconds
 
         def pull_one(shard: int) -> tuple[PulledRows, int]:
             request = requests[shard]
@@ -319,7 +360,21 @@ class ShardedClient:
                 payload = stub.PullRows(request, timeout=RPC_TIMEOUT_SECONDS)
                 return decode_rows(payload), payload.ByteSize() + request.ByteSize()
 
-            return self._rpc(shard, rpc)  # type: ignore[return-value]
+            if barrier_deadline_seconds is None:
+                return self._rpc(shard, rpc)  # type: ignore[return-value]
+            waits[shard] = 0.0
+            while True:
+                remaining = deadline - self.clock()
+                if remaining <= 0:
+                    raise BarrierTimeoutError(
+                        f"shard {shard}: step {step - 1} not reached within "
+                        f"{barrier_deadline_seconds:g} s"
+                    )
+                request.wait_seconds = min(remaining, MAX_WAIT_SECONDS)
+                pulled, size = self._rpc(shard, rpc)  # type: ignore[misc]
+                waits[shard] += pulled.waited_seconds
+                if not pulled.waiting:
+                    return pulled, size
 
         results = dict(zip(targets, self._fan_out(pull_one, targets), strict=True))
         dense: Arrays = {}
@@ -344,7 +399,7 @@ class ShardedClient:
             gathered[name] = out
         self.traffic.pulled += wire
         self.traffic.calls += len(targets)
-        return PulledModel(applied or 0, dense, gathered, wire)
+        return PulledModel(applied or 0, dense, gathered, wire, max(waits.values(), default=0.0))
 
     # --- push -------------------------------------------------------------------------------
 
@@ -426,9 +481,8 @@ class ShardedClient:
         self._fan_out(wait_one, list(range(self.shard_map.shards)))  # type: ignore[arg-type]
         self.traffic.calls += self.shard_map.shards
 
-    def applied_step(self) -> int:
-        """The last step whose barrier every shard passed (where a restarted worker
-        resumes: the step after it)."""
+    def applied_steps(self) -> list[int]:
+        """Each shard's last applied step (its barrier), in shard order."""
         request = shard_pb2.StepRequest(step=0, wait_seconds=0.0)
 
         def ask(shard: int) -> int:
@@ -440,7 +494,46 @@ class ShardedClient:
             )
             return int(reply.applied_step)  # type: ignore[attr-defined]
 
-        return min(self._fan_out(ask, list(range(self.shard_map.shards))))  # type: ignore[type-var]
+        return self._fan_out(ask, list(range(self.shard_map.shards)))  # type: ignore[return-value]
+
+    def applied_step(self) -> int:
+        """The last step whose barrier every shard passed (where a restarted worker
+        resumes: the step after it)."""
+        return min(self.applied_steps())
+
+    def align(self, checkpoint_every: int) -> int:
+        """Bring every shard to one step and return it: where the workers replay from
+        after a shard restarted from its checkpoint (synchronous mode). Shards ahead of
+        the slowest roll back to its step; if one cannot (no checkpoint kept there: a
+        worker died between its pushes to two shards), every shard rolls back to the
+        last checkpoint step at or before it."""
+        steps = self.applied_steps()
+        low = min(steps)
+        if low == max(steps):
+            return low
+
+        def roll_back(target: int) -> None:
+            def one(shard: int) -> None:
+                request = shard_pb2.StepRequest(step=target, wait_seconds=0.0)
+                self._rpc(
+                    shard,
+                    lambda channel: shard_pb2_grpc.ParameterShardStub(channel).RollBack(
+                        request, timeout=RPC_TIMEOUT_SECONDS
+                    ),
+                )
+
+            self._fan_out(one, [s for s, step in enumerate(steps) if step > target])
+
+        try:
+            roll_back(low)
+            return low
+        except AggregationRefusedError:
+            if checkpoint_every <= 0 or low % checkpoint_every == 0:
+                raise
+        point = low - low % checkpoint_every
+        steps = self.applied_steps()
+        roll_back(point)
+        return point
 
     # --- whole model ------------------------------------------------------------------------
 

@@ -11,7 +11,8 @@ step defends against):
 3. Depending on :class:`EnrollmentConfig`, it proves membership (an ECDSA P-256 signature
    over the statement by the identity key the membership lists for its party id) and/or
    that it runs in an allowed enclave (an RA-TLS certificate for the CSR's key whose
-   claims carry SHA-256(statement) as their nonce, verified against the joiners' policy).
+   claims carry SHA-256(statement) as their nonce, verified against the joiners' policy,
+   and from the MRENCLAVE pinned for its party id where the configuration pins one).
 4. The CA issues a certificate for the CSR's key, naming the party and how it enrolled, and
    reports the enrollment to an audit hook.
 
@@ -57,6 +58,7 @@ from enclaverec.errors import (
     MalformedEvidenceError,
     MalformedInputError,
     MembershipError,
+    MrEnclaveError,
     NonceError,
     PeerNotAttestedError,
     ServerBindingError,
@@ -129,6 +131,12 @@ class EnrollmentConfig:
     At least one proof must be required: a membership list alone would let anyone claim
     any listed id. The joiners' evidence policy is the ``VerifierContext`` given to
     :class:`AttestedCA`.
+
+    ``pinned_mrenclave`` (evidence only) gives the MRENCLAVE a party id must prove, or None
+    where the id is not pinned to one enclave (several ids running the same measured code).
+    The policy accepts a *set* of enclaves; without this binding any enclave of the set
+    could enroll under any listed id (worker-0's enclave as worker-1). It is a function so
+    that pins that arrive later (the owner's submission at the key broker) apply.
     """
 
     membership: Mapping[str, bytes | str | None]
@@ -137,6 +145,7 @@ class EnrollmentConfig:
     client_certificate_lifetime: dt.timedelta = DEFAULT_CLIENT_CERTIFICATE_LIFETIME
     nonce_lifetime: dt.timedelta = DEFAULT_NONCE_LIFETIME
     max_outstanding_nonces: int = DEFAULT_MAX_OUTSTANDING_NONCES
+    pinned_mrenclave: Callable[[str], bytes | None] | None = field(default=None, compare=False)
     _keys: Mapping[str, ECPublicKey | None] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -147,6 +156,8 @@ class EnrollmentConfig:
             )
         if not self.membership:
             raise ConfigError("the membership lists no party")
+        if self.pinned_mrenclave is not None and not self.require_evidence:
+            raise ConfigError("per-party MRENCLAVE pins need enrollment with evidence")
         keys: dict[str, ECPublicKey | None] = {}
         for party_id, pem in self.membership.items():
             try:
@@ -590,7 +601,19 @@ class AttestedCA:
                     got=verified.public_key_sha256,
                     expected=key_sha256.hex(),
                 )
-        # 7. Issue the certificate, then record the enrollment.
+        # 7. The enclave is the one pinned for the claimed id: the policy allows a set of
+        #    enclaves, and one of them must not take another member's id.
+        if verified is not None and config.pinned_mrenclave is not None:
+            expected_mrenclave = config.pinned_mrenclave(party_id)
+            if expected_mrenclave is not None and not hmac.compare_digest(
+                verified.identity.mr_enclave, expected_mrenclave
+            ):
+                raise MrEnclaveError(
+                    f"the enclave is not the one pinned for {party_id}",
+                    got=verified.identity.mr_enclave.hex(),
+                    expected=expected_mrenclave.hex(),
+                )
+        # 8. Issue the certificate, then record the enrollment.
         issued = self._issue(party_id, public_key, verified)
         self._audit(EnrollmentRecord(at=self._clock(), identity=issued.identity))
         return issued

@@ -118,18 +118,24 @@ def test_refuses_a_worker_asking_for_another_jobs_key(job):
     assert '"check": "job"' in audit
 
 
-def test_refuses_a_worker_enclave_posing_as_another_worker(job):
-    # worker-0's enclave is allowed to enroll, but not to take worker-1's identity.
+def test_an_id_enrolled_before_its_pin_arrived_is_checked_at_every_call(job, tmp_path):
+    # Enrollment refuses an enclave claiming another member's id (see
+    # test_distributed_member_binding.py); a server's pin arrives only with the owner's
+    # submission, so an enclave that enrolled as ps-0 before it is refused at its calls.
+    from enclaverec.distributed.worker import next_directive
+
     config = WorkerConfig.load(job.files.worker_configs[0])
-    with running_keybroker(job), owner(job) as client:
-        client.submit()
-        session = _session(config, "worker-1").open()
+    with running_keybroker(job, tmp_path / "state") as broker, owner(job) as client:
+        session = _session(config, "ps-0").open()
         try:
+            client.submit()
             with pytest.raises(RequestRefusedError) as refused:
-                release_key(session, config.job, wait_seconds=0)
+                next_directive(session, 0, deadline_seconds=1)
         finally:
             session.close()
-    assert refused.value.check == "mrenclave"
+        events = broker.audit.events()
+    assert refused.value.check == "mrenclave" and refused.value.exit_code == 3
+    assert any(e["event"] == "refused" and e["member"] == "ps-0" for e in events)
 
 
 def test_refuses_members_of_another_job(job, tmp_path):
@@ -182,10 +188,11 @@ def test_refuses_members_of_another_job(job, tmp_path):
             keybroker_policy=here.keybroker_policy,
             pccs_url=None,
         )
-        with pytest.raises(RequestRefusedError) as server_refused:
+        with pytest.raises(EnrollmentRefusedError) as server_refused:
             next_directive(session.open(), 0, deadline_seconds=1)
         session.close()
     assert worker_refused.value.check == "any_of" and "mrenclave" in str(worker_refused.value)
+    # Refused at enrollment: ps-0's pin (the owner's submission) is another MRENCLAVE.
     assert server_refused.value.check == "mrenclave" and server_refused.value.exit_code == 3
 
 

@@ -16,24 +16,30 @@ class TableRows(_message.Message):
     def __init__(self, name: _Optional[str] = ..., row_ids: _Optional[bytes] = ...) -> None: ...
 
 class RowRequest(_message.Message):
-    __slots__ = ("step", "tables", "dense")
+    __slots__ = ("step", "tables", "dense", "wait_seconds")
     STEP_FIELD_NUMBER: _ClassVar[int]
     TABLES_FIELD_NUMBER: _ClassVar[int]
     DENSE_FIELD_NUMBER: _ClassVar[int]
+    WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     step: int
     tables: _containers.RepeatedCompositeFieldContainer[TableRows]
     dense: bool
-    def __init__(self, step: _Optional[int] = ..., tables: _Optional[_Iterable[_Union[TableRows, _Mapping]]] = ..., dense: _Optional[bool] = ...) -> None: ...
+    wait_seconds: float
+    def __init__(self, step: _Optional[int] = ..., tables: _Optional[_Iterable[_Union[TableRows, _Mapping]]] = ..., dense: _Optional[bool] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
 
 class RowsPayload(_message.Message):
-    __slots__ = ("applied_step", "incarnation", "arrays")
+    __slots__ = ("applied_step", "incarnation", "arrays", "waiting", "waited_seconds")
     APPLIED_STEP_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
     ARRAYS_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FIELD_NUMBER: _ClassVar[int]
+    WAITED_SECONDS_FIELD_NUMBER: _ClassVar[int]
     applied_step: int
     incarnation: str
     arrays: _tensors_pb2.ArrayBundle
-    def __init__(self, applied_step: _Optional[int] = ..., incarnation: _Optional[str] = ..., arrays: _Optional[_Union[_tensors_pb2.ArrayBundle, _Mapping]] = ...) -> None: ...
+    waiting: bool
+    waited_seconds: float
+    def __init__(self, applied_step: _Optional[int] = ..., incarnation: _Optional[str] = ..., arrays: _Optional[_Union[_tensors_pb2.ArrayBundle, _Mapping]] = ..., waiting: _Optional[bool] = ..., waited_seconds: _Optional[float] = ...) -> None: ...
 
 class GradientPayload(_message.Message):
     __slots__ = ("step", "rows", "loss_sum", "pulled_step", "gradients")

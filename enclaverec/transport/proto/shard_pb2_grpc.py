@@ -50,6 +50,11 @@ class ParameterShardStub:
                 request_serializer=enclaverec_dot_transport_dot_proto_dot_shard__pb2.StepRequest.SerializeToString,
                 response_deserializer=enclaverec_dot_transport_dot_proto_dot_shard__pb2.StepReply.FromString,
                 _registered_method=True)
+        self.RollBack = channel.unary_unary(
+                '/enclaverec.shard.ParameterShard/RollBack',
+                request_serializer=enclaverec_dot_transport_dot_proto_dot_shard__pb2.StepRequest.SerializeToString,
+                response_deserializer=enclaverec_dot_transport_dot_proto_dot_shard__pb2.StepReply.FromString,
+                _registered_method=True)
         self.PullShard = channel.unary_stream(
                 '/enclaverec.shard.ParameterShard/PullShard',
                 request_serializer=enclaverec_dot_transport_dot_proto_dot_shard__pb2.ShardRequest.SerializeToString,
@@ -81,6 +86,14 @@ class ParameterShardServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RollBack(self, request, context):
+        """Returns to the model after `step` from a kept checkpoint (another shard restarted
+        from its checkpoint of that step); StepReply.applied_step is the step now applied.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PullShard(self, request, context):
         """A RowsPayload with every array this shard holds (final model, validation).
         """
@@ -103,6 +116,11 @@ def add_ParameterShardServicer_to_server(servicer, server):
             ),
             'AwaitStep': grpc.unary_unary_rpc_method_handler(
                     servicer.AwaitStep,
+                    request_deserializer=enclaverec_dot_transport_dot_proto_dot_shard__pb2.StepRequest.FromString,
+                    response_serializer=enclaverec_dot_transport_dot_proto_dot_shard__pb2.StepReply.SerializeToString,
+            ),
+            'RollBack': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollBack,
                     request_deserializer=enclaverec_dot_transport_dot_proto_dot_shard__pb2.StepRequest.FromString,
                     response_serializer=enclaverec_dot_transport_dot_proto_dot_shard__pb2.StepReply.SerializeToString,
             ),
@@ -191,6 +209,33 @@ class ParameterShard:
             request,
             target,
             '/enclaverec.shard.ParameterShard/AwaitStep',
+            enclaverec_dot_transport_dot_proto_dot_shard__pb2.StepRequest.SerializeToString,
+            enclaverec_dot_transport_dot_proto_dot_shard__pb2.StepReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollBack(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/enclaverec.shard.ParameterShard/RollBack',
             enclaverec_dot_transport_dot_proto_dot_shard__pb2.StepRequest.SerializeToString,
             enclaverec_dot_transport_dot_proto_dot_shard__pb2.StepReply.FromString,
             options,

@@ -49,6 +49,10 @@ def test_every_pin_names_the_measurement_of_the_file_it_pins(job):
         assert server.worker_policy.mrenclaves == {
             config.members[w].mrenclave for w in config.workers
         }
+        # ... and binds each worker id to its own measurement, as the key broker does.
+        assert server.worker_mrenclaves == {
+            w: config.members[w].mrenclave for w in config.plan.workers
+        }
         assert (
             owner.paramserver_mrenclaves[server.paramserver_id]
             == measured_inputs("paramserver", server.raw).mrenclave()
@@ -79,6 +83,28 @@ def test_a_worker_without_a_pinned_key_broker_is_refused(job, tmp_path):
     path.write_text(lines)
     with pytest.raises(ConfigError, match="keybroker_policy"):
         WorkerConfig.load(path)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("[workers.worker-1]", "[workers.worker-9]", "a worker the plan does not have"),
+        ('[workers.worker-1]\nmrenclave = "', '[workers.worker-1]\nmrenclave = "77', "not in"),
+    ],
+)
+def test_a_servers_worker_pins_must_name_the_plans_workers_and_policy(
+    job, tmp_path, old, new, message
+):
+    text = job.files.paramserver_configs[0].read_text()
+    assert old in text
+    changed = text.replace(old, new)
+    if new.endswith("77"):  # keep 64 hex digits: the pin is well-formed but another enclave
+        start = changed.index(new) + len(new)
+        changed = changed[:start] + changed[start + 2 :]
+    path = tmp_path / "paramserver.toml"
+    path.write_text(changed)
+    with pytest.raises(ConfigError, match=message):
+        ParamServerConfig.load(path)
 
 
 def test_init_refuses_mismatched_shards_and_leaves_nothing(job, tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -27,6 +28,7 @@ from enclaverec.paramservice.shard import (
     ShardServer,
     SyncMode,
     resume_sealed,
+    sealed_checkpoint_reader,
     sealed_checkpointer,
     shard_servers,
 )
@@ -127,6 +129,34 @@ def test_a_synchronous_step_weights_by_rows_and_applies_once(cluster):
     )
     assert sum(s.loss_sum for s in servers) == 4.0 and servers[-1].rows_done == 8
     assert a.traffic.pulled > 0 and a.traffic.pushed > 0
+
+
+def test_a_pull_can_wait_for_the_barrier_on_the_shards(cluster):
+    # One round trip per step instead of AwaitStep then PullRows: the shards hold the
+    # pull until the step before passed, and say how long they waited.
+    servers, (a, b) = cluster
+    for client in (a, b):
+        pulled = client.pull(1, {}, barrier_deadline_seconds=5)
+        assert pulled.applied_step == 0 and pulled.waited_seconds < 1
+    a.push(1, rows=6, loss_sum=1.0, pulled_step=0, dense={"w": np.ones(3, np.float32)}, tables={})
+    ids = {"embedding/C1": np.array([3], np.int64)}
+    with pytest.raises(BarrierTimeoutError, match="step 1 not reached"):
+        a.pull(2, ids, barrier_deadline_seconds=0.2)  # b has not pushed step 1
+    late = threading.Timer(
+        0.3,
+        lambda: b.push(
+            1, rows=2, loss_sum=1.0, pulled_step=0, dense={"w": np.ones(3, np.float32)}, tables={}
+        ),
+    )
+    late.start()
+    pulled = a.pull(2, ids, barrier_deadline_seconds=10)
+    late.join()
+    assert pulled.applied_step == 1 and 0.1 < pulled.waited_seconds < 10
+    whole, _ = a.pull_model()
+    np.testing.assert_array_equal(pulled.rows["embedding/C1"], whole["embedding/C1"][[3]])
+    # Without a wait the shard refuses a pull before the barrier, as before.
+    with pytest.raises(StaleUpdateError):
+        a.pull(3, ids)
 
 
 def test_a_worker_without_rows_in_a_step_still_counts_at_the_barrier(cluster):
@@ -314,6 +344,131 @@ def test_checkpoints_are_sealed_and_resume_bit_for_bit(tmp_path):
     with pytest.raises(IntegrityError):
         resume_sealed(fresh, path, key)
     assert not resume_sealed(fresh, tmp_path / "none.sealed", key)
+
+
+def _apply_step(server: ShardServer, step: int) -> None:
+    rows = SCHEDULE.batch_rows(step)
+    for worker, share in zip(WORKERS, (rows - 2, 2), strict=True):
+        server.push(
+            worker,
+            Gradients(
+                step=step,
+                rows=share,
+                loss_sum=1.0,
+                pulled_step=step - 1,
+                dense={"w": np.full(3, step, np.float32)},
+                tables={"embedding/C2": grads([step, 7], 0.5 * step)},
+            ),
+        )
+
+
+def test_a_shard_rolls_back_to_a_kept_checkpoint_and_replays_to_the_same_state(tmp_path):
+    # Another shard restarted from its checkpoint of step 2: this one, at step 3, goes
+    # back to its own of step 2 (the previous one kept) and replays step 3 identically.
+    key = os.urandom(32)
+    path = tmp_path / "shard.sealed"
+    config = configs(1, optimizer=ServerOptimizerKind.ADAGRAD, checkpoint_every=1)[0]
+    server = ShardServer(
+        config,
+        layout(),
+        model(),
+        checkpointer=sealed_checkpointer(path, key),
+        checkpoint_reader=sealed_checkpoint_reader(path, key),
+    )
+    for step in (1, 2):
+        _apply_step(server, step)
+    after_2 = server.snapshot()
+    _apply_step(server, 3)
+    after_3 = server.snapshot()
+    assert server.roll_back("worker-0", 3) == 3  # already there: nothing to do
+    # Calls waiting for a later barrier learn of the roll back at once (they replay).
+    outcomes: list[BaseException] = []
+
+    def wait_for(fn) -> threading.Thread:
+        def run() -> None:
+            try:
+                fn()
+            except BaseException as exc:  # noqa: BLE001 - checked below
+                outcomes.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    # (Step 4 is past this schedule's end: await_step takes any step, pull would refuse.)
+    waiters = [wait_for(lambda: server.await_step(4, 20)) for _ in range(2)]
+    time.sleep(0.2)
+    assert server.roll_back("worker-1", 2) == 2 and server.applied_step == 2
+    for thread in waiters:
+        thread.join(5)
+    assert len(outcomes) == 2 and all(isinstance(e, StaleUpdateError) for e in outcomes)
+    for name, value in after_2.items():
+        np.testing.assert_array_equal(server.snapshot()[name], value)
+    _apply_step(server, 3)
+    for name, value in after_3.items():
+        np.testing.assert_array_equal(server.snapshot()[name], value)
+    assert server.rollbacks == 1
+    # Refused: a step with no kept checkpoint (only the last two are), a step ahead, a
+    # caller that is not a worker; nothing changes.
+    with pytest.raises(AggregationRefusedError, match="no checkpoint of step 1"):
+        server.roll_back("worker-0", 1)
+    with pytest.raises(AggregationRefusedError, match="roll back to step 5"):
+        server.roll_back("worker-0", 5)
+    with pytest.raises(AggregationRefusedError, match="not a worker"):
+        server.roll_back("ps-1", 2)
+    assert server.applied_step == 3
+    # A server killed between moving its last checkpoint aside and writing the next one
+    # resumes from the previous one (here step 3's, sealed before the roll back).
+    path.unlink()
+    fresh = ShardServer(config, layout(), model())
+    assert resume_sealed(fresh, path, key) and fresh.applied_step == 3
+    for name, value in after_3.items():
+        np.testing.assert_array_equal(fresh.snapshot()[name], value)
+
+
+def test_an_asynchronous_shard_does_not_roll_back():
+    server = ShardServer(configs(1, SyncMode.ASYNC, staleness=1)[0], layout(), model())
+    with pytest.raises(AggregationRefusedError, match="only a synchronous shard"):
+        server.roll_back("worker-0", 0)
+
+
+def test_the_client_aligns_shards_by_rolling_back_the_ones_ahead(tmp_path):
+    key = os.urandom(32)
+    parts = ShardMap(2, 1).split_model(model(), layout())
+    servers = []
+    for config in configs(2, checkpoint_every=1):
+        path = tmp_path / f"shard-{config.shard}.sealed"
+        servers.append(
+            ShardServer(
+                config,
+                layout(),
+                parts[config.shard],
+                checkpointer=sealed_checkpointer(path, key),
+                checkpoint_reader=sealed_checkpoint_reader(path, key),
+            )
+        )
+    with LoopbackShards(servers) as shards:
+        client = shards.client("worker-0", layout())
+        assert client.align(1) == 0  # together: nothing to do
+        for server in servers:
+            for step in (1, 2):
+                _apply_step_sharded(server, step)
+        # Shard 0 restarted from its checkpoint of step 1: a step behind shard 1.
+        servers[0].restore(sealed_checkpoint_reader(tmp_path / "shard-0.sealed", key)(1))
+        assert client.applied_steps() == [1, 2]
+        assert client.align(1) == 1
+        assert [s.applied_step for s in servers] == [1, 1] and servers[1].rollbacks == 1
+        client.close()
+
+
+def _apply_step_sharded(server: ShardServer, step: int) -> None:
+    rows = SCHEDULE.batch_rows(step)
+    for worker, share in zip(WORKERS, (rows - 2, 2), strict=True):
+        dense = {"w": np.full(3, step, np.float32)} if server.config.dense else {}
+        server.push(
+            worker,
+            Gradients(step=step, rows=share, loss_sum=0.0, pulled_step=step - 1, dense=dense),
+        )
 
 
 def test_only_workers_and_named_readers_pull_the_whole_model_or_wait():

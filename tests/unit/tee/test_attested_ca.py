@@ -257,6 +257,32 @@ def test_refuses_evidence_that_fails_the_policy(sim_pki, make_ca, member_key):
         ca.enroll(request(ca, member_key=member_key, backend=other))
 
 
+def test_refuses_an_allowed_enclave_claiming_an_id_pinned_to_another_enclave(
+    make_ca, member_key, sim_backend
+):
+    # The policy allows the enclave; p1 is pinned to another MRENCLAVE, so this enclave
+    # enrolls as p0 (pinned to it) and never as p1.
+    pins = {"p0": MRENCLAVE, "p1": bytes.fromhex("77" * 32)}
+    ca = make_ca(config(member_key, signature=False, pinned_mrenclave=pins.get))
+    assert ca.enroll(request(ca, member_key=None, backend=sim_backend)).identity.party_id == "p0"
+    with pytest.raises(MrEnclaveError, match="pinned for p1") as refused:
+        ca.enroll(request(ca, member_key=None, backend=sim_backend, party_id="p1"))
+    assert refused.value.got == MRENCLAVE.hex() and refused.value.expected == "77" * 32
+
+
+def test_ids_without_a_pin_accept_any_allowed_enclave(make_ca, member_key, sim_backend):
+    # Same measured code for several ids (e.g. Gramine with signer pins): no binding.
+    ca = make_ca(config(member_key, signature=False, pinned_mrenclave=lambda party: None))
+    for party in ("p0", "p1"):
+        issued = ca.enroll(request(ca, member_key=None, backend=sim_backend, party_id=party))
+        assert issued.identity.party_id == party and issued.identity.mrenclave == MRENCLAVE
+
+
+def test_config_refuses_mrenclave_pins_without_evidence(member_key):
+    with pytest.raises(ConfigError, match="need enrollment with evidence"):
+        config(member_key, evidence=False, pinned_mrenclave=lambda party: MRENCLAVE)
+
+
 def test_refuses_evidence_bound_to_another_key(make_ca, member_key, sim_backend):
     ca = make_ca()
     forged = request(
