@@ -31,7 +31,6 @@ from enclaverec.data.schema import split_sha256
 from enclaverec.errors import (
     AggregationRefusedError,
     ConfigError,
-    MessageTooLargeError,
     ServerBusyError,
     StaleUpdateError,
     TrainingError,
@@ -385,13 +384,9 @@ class FederatedAggregator:
         self, party: str, payload: federated_pb2.EvaluationPayload
     ) -> federated_pb2.EvaluationPayload:
         """A party's evaluation sent as one message, held to the same bound as a stream."""
-        size = payload.ByteSize()
-        bound = self.max_evaluation_bytes(party)
-        if size > bound:
-            raise MessageTooLargeError(
-                f"the evaluation from {party} has {size} bytes, more than its bound {bound}"
-            )
-        return payload
+        return tensors.check_one_message(
+            payload, self.max_evaluation_bytes(party), f"the evaluation from {party}"
+        )
 
     def submit_evaluation(self, party: str, payload: federated_pb2.EvaluationPayload) -> None:
         evaluation = decode_evaluation(payload, max_rows=self.config.max_rows.get(party, 0))

@@ -303,18 +303,16 @@ class ParameterServicer(paramservice_pb2_grpc.ParameterServiceServicer):
     def PushUnary(self, request, context):  # noqa: N802
         caller = self.identify(context)
 
-        def payload() -> paramservice_pb2.UpdatePayload:
-            # The same bounds as a stream: the largest legitimate update, and the caller's
-            # in-flight allowance while it is checked (released when the push ends).
-            size = request.ByteSize()
-            if size > self.service.max_update_bytes:
-                raise MessageTooLargeError(
-                    f"the update from {caller} has {size} bytes, more than the "
-                    f"{self.service.max_update_bytes} the layout allows"
-                )
-            return request
-
-        return self._push(caller, context, payload, size=request.ByteSize())
+        # The same bounds as a stream: the largest legitimate update, and the caller's
+        # in-flight allowance while it is checked (released when the push ends).
+        return self._push(
+            caller,
+            context,
+            lambda: tensors.check_one_message(
+                request, self.service.max_update_bytes, f"the update from {caller}"
+            ),
+            size=request.ByteSize(),
+        )
 
     def _push(
         self,

@@ -224,6 +224,14 @@ class InFlightBudget:
             return self._held.get(caller, 0)
 
 
+def check_one_message(message: M, max_bytes: int, what: str) -> M:
+    """A message sent whole rather than in frames, held to the bound a stream of it has."""
+    size = message.ByteSize()
+    if size > max_bytes:
+        raise MessageTooLargeError(f"{what} has {size} bytes, more than its bound {max_bytes}")
+    return message
+
+
 class ChunkAssembler:
     """Frames in, one message out: in order, gap-free, ending with ``last``, refused
     (``MessageTooLargeError``) as soon as the bytes so far exceed ``max_bytes`` or the
