@@ -307,6 +307,8 @@ class DLRMTrainer:
         if self._train is None:
             raise TrainingError("this trainer has no training data")
         started = time.perf_counter()
+        if config.restart_optimizer:
+            self.rule.restart()
         use_prox = config.proximal_mu > 0
         if use_prox:
             self._set_anchor()
