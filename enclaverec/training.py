@@ -127,7 +127,8 @@ class Trainer(Protocol):
     """Trains one model on its own local data; weights travel as named numpy arrays.
 
     Implementations keep their optimizer state (e.g. Adagrad accumulators) across ``fit``
-    calls and never return it: federated parties keep theirs across rounds.
+    calls unless ``FitConfig.restart_optimizer`` says to start it afresh (federated
+    parties do, every round), and never return it.
     """
 
     def initial_arrays(self) -> Arrays:
