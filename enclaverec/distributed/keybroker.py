@@ -54,6 +54,7 @@ from enclaverec.evaluation import binary_metrics
 from enclaverec.tee.attested_ca import EnrollmentConfig, PeerIdentity
 from enclaverec.tee.backend import EvidenceBackend
 from enclaverec.tee.kinds import TEEKind
+from enclaverec.tee.policy import Policy
 from enclaverec.tee.sealing import seal_file, unseal_file
 from enclaverec.tee.verifier_context import VerifierContext
 from enclaverec.transport import tensors
@@ -303,6 +304,7 @@ class KeyBroker:
             require_membership_signature=False,
             require_evidence=True,
             pinned_mrenclave=self._enrollment_pin,
+            member_policy=self._role_policy,
         )
         return AttestedServer.create(
             identity,
@@ -315,6 +317,16 @@ class KeyBroker:
             ),
             application_options=options,
         )
+
+    def _role_policy(self, member: str) -> Policy | None:
+        """The policy of ``member``'s own role: the broker's joiners' policy accepts workers
+        and servers alike, and a server's id has no MRENCLAVE pin until the owner submits,
+        so without this a worker's enclave could enroll under a server's id before then."""
+        pin = self.config.members.get(member)
+        if pin is None:
+            return None
+        spec = self.config.worker_policy if pin.role == "worker" else self.config.paramserver_policy
+        return spec.build() if spec is not None else None
 
     def _enrollment_pin(self, member: str) -> bytes | None:
         """The MRENCLAVE ``member`` must enroll with: a worker's from ``job.toml``, a

@@ -63,6 +63,7 @@ from enclaverec.errors import (
     PeerNotAttestedError,
     ServerBindingError,
 )
+from enclaverec.tee.policy import Policy
 from enclaverec.tee.ratls import VerifiedPeer
 from enclaverec.tee.verifier import iso
 from enclaverec.tee.verifier_context import Clock, VerifierContext, system_clock
@@ -137,6 +138,11 @@ class EnrollmentConfig:
     The policy accepts a *set* of enclaves; without this binding any enclave of the set
     could enroll under any listed id (worker-0's enclave as worker-1). It is a function so
     that pins that arrive later (the owner's submission at the key broker) apply.
+
+    ``member_policy`` (evidence only) gives the policy a party id's evidence must also meet,
+    or None: the joiners' policy may accept enclaves of several roles (the key broker takes
+    workers and parameter servers), and a worker's enclave must not enroll under a server's
+    id while that id has no MRENCLAVE pin yet (its role's ISVPRODID tells them apart).
     """
 
     membership: Mapping[str, bytes | str | None]
@@ -146,6 +152,7 @@ class EnrollmentConfig:
     nonce_lifetime: dt.timedelta = DEFAULT_NONCE_LIFETIME
     max_outstanding_nonces: int = DEFAULT_MAX_OUTSTANDING_NONCES
     pinned_mrenclave: Callable[[str], bytes | None] | None = field(default=None, compare=False)
+    member_policy: Callable[[str], Policy | None] | None = field(default=None, compare=False)
     _keys: Mapping[str, ECPublicKey | None] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -158,6 +165,8 @@ class EnrollmentConfig:
             raise ConfigError("the membership lists no party")
         if self.pinned_mrenclave is not None and not self.require_evidence:
             raise ConfigError("per-party MRENCLAVE pins need enrollment with evidence")
+        if self.member_policy is not None and not self.require_evidence:
+            raise ConfigError("per-party policies need enrollment with evidence")
         keys: dict[str, ECPublicKey | None] = {}
         for party_id, pem in self.membership.items():
             try:
@@ -613,6 +622,10 @@ class AttestedCA:
                     got=verified.identity.mr_enclave.hex(),
                     expected=expected_mrenclave.hex(),
                 )
+        if verified is not None and config.member_policy is not None:
+            own_policy = config.member_policy(party_id)
+            if own_policy is not None:
+                own_policy.verify(verified.identity)  # raises the failed check, as the policy
         # 8. Issue the certificate, then record the enrollment.
         issued = self._issue(party_id, public_key, verified)
         self._audit(EnrollmentRecord(at=self._clock(), identity=issued.identity))

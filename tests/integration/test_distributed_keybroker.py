@@ -119,14 +119,28 @@ def test_refuses_a_worker_asking_for_another_jobs_key(job):
 
 
 def test_an_id_enrolled_before_its_pin_arrived_is_checked_at_every_call(job, tmp_path):
-    # Enrollment refuses an enclave claiming another member's id (see
+    # Enrollment refuses an enclave claiming another member's id or another role's id (see
     # test_distributed_member_binding.py); a server's pin arrives only with the owner's
-    # submission, so an enclave that enrolled as ps-0 before it is refused at its calls.
+    # submission, so a parameter-server enclave that is not ps-0's (another job's, meeting
+    # the role's policy) can enroll as ps-0 before it, and is refused at its calls.
+    from enclaverec.distributed.config import ParamServerConfig
     from enclaverec.distributed.worker import next_directive
 
-    config = WorkerConfig.load(job.files.worker_configs[0])
+    here = WorkerConfig.load(job.files.worker_configs[0])
+    other_server = ParamServerConfig.load(
+        make_job(tmp_path, name="other").files.paramserver_configs[0]
+    )
     with running_keybroker(job, tmp_path / "state") as broker, owner(job) as client:
-        session = _session(config, "ps-0").open()
+        session = keybroker_session(
+            role="paramserver",
+            member_id="ps-0",
+            tee=other_server.tee,
+            raw_config=other_server.raw,
+            simulation_dir=job.files.simulation_dir,
+            keybroker=here.keybroker,
+            keybroker_policy=here.keybroker_policy,
+            pccs_url=None,
+        ).open()
         try:
             client.submit()
             with pytest.raises(RequestRefusedError) as refused:

@@ -109,3 +109,40 @@ def test_the_key_broker_refuses_a_member_enclave_claiming_another_members_id(job
     enrolled = {e["party_id"] for e in events if e["event"] == "enrolled"}
     assert enrolled == {"worker-0", "ps-0"}
     assert (broker.state_dir / AUDIT_FILE).exists()
+
+
+def test_the_key_broker_refuses_a_workers_enclave_claiming_a_server_id_before_submission(
+    job, tmp_path
+):
+    """A server's id has no MRENCLAVE pin until the owner submits; the role's own policy
+    (its ISVPRODID) still keeps a worker's enclave from enrolling under it."""
+    worker_0 = WorkerConfig.load(job.files.worker_configs[0])
+    server_0 = ParamServerConfig.load(job.files.paramserver_configs[0])
+
+    def session(role, config, member):
+        return keybroker_session(
+            role=role,
+            member_id=member,
+            tee=config.tee,
+            raw_config=config.raw,
+            simulation_dir=config.simulation_dir,
+            keybroker=config.keybroker,
+            keybroker_policy=config.keybroker_policy,
+            pccs_url=None,
+        )
+
+    with running_keybroker(job, tmp_path / "state") as broker:
+        posing = session("worker", worker_0, "ps-0")
+        try:
+            with pytest.raises(EnrollmentRefusedError) as refused:
+                posing.open()
+        finally:
+            posing.close()
+        genuine = session("paramserver", server_0, "ps-0")
+        genuine.open()  # the server's own enclave, before submission too: enrolled
+        genuine.close()
+        events = broker.audit.events()
+    assert refused.value.check == "isv_prod_id" and refused.value.exit_code == 3
+    [event] = _refused_events(events, "ps-0")
+    assert event["check"] == "isv_prod_id"
+    assert [e["party_id"] for e in events if e["event"] == "enrolled"] == ["ps-0"]

@@ -18,6 +18,7 @@ from enclaverec.crypto.signing import generate_p256_key
 from enclaverec.errors import (
     CertificateError,
     ConfigError,
+    ISVProdIDError,
     KeyBindingError,
     MalformedEvidenceError,
     MalformedInputError,
@@ -281,6 +282,23 @@ def test_ids_without_a_pin_accept_any_allowed_enclave(make_ca, member_key, sim_b
 def test_config_refuses_mrenclave_pins_without_evidence(member_key):
     with pytest.raises(ConfigError, match="need enrollment with evidence"):
         config(member_key, evidence=False, pinned_mrenclave=lambda party: MRENCLAVE)
+
+
+def test_refuses_an_allowed_enclave_failing_the_policy_of_the_claimed_ids_role(
+    make_ca, member_key, sim_backend
+):
+    # The joiners' policy accepts the enclave; p1's own role policy wants another
+    # ISVPRODID (a server's id claimed by a worker's enclave at the key broker).
+    role_policies = {"p1": PolicySpec(isv_prod_id=99, mrenclaves=frozenset({MRENCLAVE})).build()}
+    ca = make_ca(config(member_key, signature=False, member_policy=role_policies.get))
+    assert ca.enroll(request(ca, member_key=None, backend=sim_backend)).identity.party_id == "p0"
+    with pytest.raises(ISVProdIDError, match="ISVPRODID differs"):
+        ca.enroll(request(ca, member_key=None, backend=sim_backend, party_id="p1"))
+
+
+def test_config_refuses_member_policies_without_evidence(member_key):
+    with pytest.raises(ConfigError, match="need enrollment with evidence"):
+        config(member_key, evidence=False, member_policy=lambda party: None)
 
 
 def test_refuses_evidence_bound_to_another_key(make_ca, member_key, sim_backend):
