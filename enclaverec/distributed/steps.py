@@ -19,7 +19,7 @@ import numpy as np
 from enclaverec.data.schema import Examples
 from enclaverec.errors import ConfigError, TrainingError
 from enclaverec.gradients import GradientTrainer, PulledBatch, TableBatch, batch_ids
-from enclaverec.paramservice.shard_rpc import ShardedClient
+from enclaverec.paramservice.shard_rpc import PulledModel, ShardedClient
 from enclaverec.schedule import StepSchedule
 
 DEFAULT_BARRIER_DEADLINE_SECONDS = 300.0
@@ -141,6 +141,12 @@ class StepLoopConfig:
         if not self.barrier_deadline_seconds > 0:
             raise ConfigError("the barrier deadline must be positive")
 
+    def deadline_of(self, step: int) -> float:
+        """How long step ``step`` waits for the barrier of the step before."""
+        if step <= self.first + 1 and self.first_barrier_deadline_seconds is not None:
+            return max(self.barrier_deadline_seconds, self.first_barrier_deadline_seconds)
+        return self.barrier_deadline_seconds
+
     @property
     def last_step(self) -> int:
         return self.schedule.total_steps if self.last is None else self.last
@@ -159,15 +165,26 @@ def run_worker_steps(
     clock: Callable[[], float] = time.perf_counter,
 ) -> WorkerRun:
     """Run steps ``config.first``..``config.last_step``: for each, wait for the barrier
-    of the previous step, pull, compute, push. Returns the per-step timings."""
+    of the previous step, pull, compute, push. Synchronous mode (``barrier_in_pull``):
+    a step's push also pulls the next step's rows once the step's barrier passed
+    (``ShardedClient.push_and_pull``), so a step is one round trip; its push phase then
+    holds that pull. Returns the per-step timings."""
     run = WorkerRun()
     table_names = trainer.table_names()
+    # Synchronous mode: a step's push carries the pull of the worker's next step (one
+    # round trip per step); ``ahead`` is what it brought: (rows, ids, pulled model).
+    ahead: tuple[np.ndarray, dict, PulledModel] | None = None
     for step in range(config.first, config.last_step + 1):
         started = clock()
-        deadline = config.barrier_deadline_seconds
-        if step <= config.first + 1 and config.first_barrier_deadline_seconds is not None:
-            deadline = max(deadline, config.first_barrier_deadline_seconds)
-        rows = data.rows_of(config.schedule.batch(step))
+        deadline = config.deadline_of(step)
+        if ahead is not None:
+            rows, ids, pulled = ahead
+            # The shards' wait at the last step's barrier, inside the last push's round
+            # trip, is this step's wait phase.
+            started -= pulled.waited_seconds
+            ahead = None
+        else:
+            rows, ids, pulled = data.rows_of(config.schedule.batch(step)), {}, None
         in_pull = config.barrier_in_pull and len(rows) > 0
         if not in_pull:
             client.await_step(step - 1, deadline)
@@ -182,15 +199,20 @@ def run_worker_steps(
             timing = StepTiming(step, 0, waited - started, 0.0, 0.0, done - waited, 0, pushed, 0.0)
         else:
             examples = data.examples.take(rows)
-            ids = batch_ids(examples, table_names)
-            pulled = client.pull(
-                step,
-                {name: unique for name, (unique, _) in ids.items()},
-                barrier_deadline_seconds=deadline if in_pull else None,
-            )
-            fetched = clock()
-            if in_pull:  # the shards' wait at the barrier is the wait phase, not the pull
-                waited = min(fetched, waited + pulled.waited_seconds)
+            if pulled is None:
+                ids = batch_ids(examples, table_names)
+                pulled = client.pull(
+                    step,
+                    {name: unique for name, (unique, _) in ids.items()},
+                    barrier_deadline_seconds=deadline if in_pull else None,
+                )
+                pulled_bytes = client.traffic.pulled - before
+                fetched = clock()
+                if in_pull:  # the shards' wait at the barrier is the wait phase, not the pull
+                    waited = min(fetched, waited + pulled.waited_seconds)
+            else:  # pulled with the last push, whose phase holds that round trip
+                pulled_bytes = pulled.wire_bytes
+                fetched = waited
             batch = PulledBatch(
                 examples=examples,
                 dense=pulled.dense,
@@ -205,15 +227,31 @@ def run_worker_steps(
                     "training diverged (the loss is not finite); try a smaller learning rate"
                 )
             computed = clock()
-            pushed = client.push(
-                step,
-                rows=len(rows),
-                loss_sum=gradients.loss_sum,
-                pulled_step=pulled.applied_step,
-                dense=gradients.dense,
-                tables=gradients.tables,
+            contribution = {
+                "rows": len(rows),
+                "loss_sum": gradients.loss_sum,
+                "pulled_step": pulled.applied_step,
+                "dense": gradients.dense,
+                "tables": gradients.tables,
+            }
+            next_rows = (
+                data.rows_of(config.schedule.batch(step + 1))
+                if in_pull and step < config.last_step
+                else np.zeros(0, np.int64)
             )
-            done = clock()
+            if len(next_rows):
+                next_ids = batch_ids(data.examples.take(next_rows), table_names)
+                pushed, next_pulled = client.push_and_pull(
+                    step,
+                    **contribution,
+                    next_rows={name: unique for name, (unique, _) in next_ids.items()},
+                    barrier_deadline_seconds=config.deadline_of(step + 1),
+                )
+                ahead = (next_rows, next_ids, next_pulled)
+                done = max(computed, clock() - next_pulled.waited_seconds)  # the next step's wait
+            else:
+                pushed = client.push(step, **contribution)
+                done = clock()
             timing = StepTiming(
                 step,
                 len(rows),
@@ -221,7 +259,7 @@ def run_worker_steps(
                 fetched - waited,
                 computed - fetched,
                 done - computed,
-                client.traffic.pulled - before,
+                pulled_bytes,
                 pushed,
                 gradients.loss_sum,
             )

@@ -46,17 +46,26 @@ class DLRMGradients:
         self._tables = [embedding_name(name) for name in spec.categorical_names]
         e, d, f = config.embedding_dim, spec.num_dense, spec.num_categorical
 
+        params = [tf.TensorSpec(v.shape, v.dtype) for v in self._dense_variables]
+
         @tf.function(
             input_signature=[
                 tf.TensorSpec([None, d], tf.float32),
                 tf.TensorSpec([None, f], tf.int32),
                 tf.TensorSpec([None, e], tf.float32),
                 tf.TensorSpec([None], tf.float32),
+                *params,
             ]
         )
-        def step(dense, local_rows, pulled, labels):
+        def step(dense, local_rows, pulled, labels, *weights):
             """local_rows: [B, F] indices into ``pulled`` [U, E] (every table's unique
-            rows stacked). Returns (mean loss, d loss / d pulled [U, E], dense grads)."""
+            rows stacked); ``weights``: the pulled dense arrays, in ``_dense_named``'s
+            order. Returns (mean loss, d loss / d pulled [U, E], dense grads)."""
+            # The pulled weights go into the layers' variables inside the graph: one call
+            # per step instead of an eager assign per array (their Python overhead was
+            # most of the step's compute), and the same layers and maths as before.
+            for variable, weight in zip(self._dense_variables, weights, strict=True):
+                variable.assign(weight)
             with tf.GradientTape() as tape:
                 tape.watch(pulled)
                 bottom = self.dense_arch(dense)  # [B, E]
@@ -82,7 +91,9 @@ class DLRMGradients:
             embedded = tf.gather(pulled, local_rows)
             return tf.sigmoid(self.over_arch(self.interaction_arch(bottom, embedded)))
 
-        self._step = step
+        # The concrete function: called directly, it skips the per-call binding of the
+        # arguments to the signature (the signature is fixed, so nothing is retraced).
+        self._step = step.get_concrete_function()
         self._forward = forward
 
     def table_names(self) -> list[str]:
@@ -119,8 +130,6 @@ class DLRMGradients:
         names = [table.name for table in batch.tables]
         if names != self._tables:
             raise ConfigError(f"the batch's tables {names} are not the model's {self._tables}")
-        for name, variable in self._dense_named:
-            variable.assign(np.asarray(batch.dense[name], np.float32))
         offsets = np.cumsum([0] + [len(table.ids) for table in batch.tables])
         local = np.stack(
             [table.inverse + offsets[i] for i, table in enumerate(batch.tables)], axis=1
@@ -132,6 +141,10 @@ class DLRMGradients:
             tf.convert_to_tensor(local),
             tf.convert_to_tensor(pulled.astype(np.float32)),
             tf.convert_to_tensor(np.asarray(examples.labels, LABEL_DTYPE)),
+            *(
+                tf.convert_to_tensor(np.asarray(batch.dense[name], np.float32))
+                for name, _ in self._dense_named
+            ),
         )
         row_gradient = row_gradient.numpy()
         tables = {

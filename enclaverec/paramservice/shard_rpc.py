@@ -142,7 +142,9 @@ class ShardServicer(shard_pb2_grpc.ParameterShardServicer):
         abort_refused(context, exc)
 
     def PullRows(self, request, context):  # noqa: N802 - gRPC's naming
-        caller = self.identify(context)
+        return self._pull(self.identify(context), request, context)
+
+    def _pull(self, caller: str, request: shard_pb2.RowRequest, context) -> shard_pb2.RowsPayload:
         try:
             tables: dict[str, np.ndarray] = {}
             for message in request.tables:
@@ -165,6 +167,21 @@ class ShardServicer(shard_pb2_grpc.ParameterShardServicer):
         except Exception as exc:  # noqa: BLE001 - every refusal gets a status and an audit event
             self._refuse(context, caller, step, as_refusal(exc, f"the gradients from {caller}"))
         return shard_pb2.PushGradientsReply(accepted=True)
+
+    def PushAndPull(self, request, context):  # noqa: N802
+        # Both halves checked as PushGradients and PullRows check them; the pull is
+        # served only once the push was accepted.
+        caller = self.identify(context)
+        step = int(request.push.step)
+        try:
+            if int(request.pull.step) != step + 1:
+                raise MalformedInputError(
+                    f"a pull for step {int(request.pull.step)} with the gradients of step {step}"
+                )
+            self.server.push(caller, decode_gradients(request.push))
+        except Exception as exc:  # noqa: BLE001 - every refusal gets a status and an audit event
+            self._refuse(context, caller, step, as_refusal(exc, f"the gradients from {caller}"))
+        return self._pull(caller, request.pull, context)
 
     def AwaitStep(self, request, context):  # noqa: N802
         caller = self.identify(context)
@@ -333,6 +350,20 @@ class ShardedClient:
         mode), every shard first waits for step ``step - 1``'s barrier, as
         :meth:`await_step` would, without its extra round trip; ``BarrierTimeoutError``
         after the deadline."""
+        requests, placement = self._row_requests(step, rows)
+        targets = [s for s, r in requests.items() if r.dense or len(r.tables)]
+        if barrier_deadline_seconds is not None:
+            targets = list(requests)  # every shard's barrier, even where no row is asked
+        barrier = self._barrier(step, requests, barrier_deadline_seconds)
+        results = dict(
+            zip(targets, self._fan_out(lambda s: barrier(s, None), targets), strict=True)
+        )
+        return self._gathered(rows, placement, results)
+
+    def _row_requests(
+        self, step: int, rows: Mapping[str, np.ndarray]
+    ) -> tuple[dict[int, shard_pb2.RowRequest], dict[str, dict[int, np.ndarray]]]:
+        """Each shard's request for ``rows`` (global ids) and where its rows go."""
         requests: dict[int, shard_pb2.RowRequest] = {
             s: shard_pb2.RowRequest(step=step, dense=s == self.shard_map.dense_shard)
             for s in range(self.shard_map.shards)
@@ -346,13 +377,25 @@ class ShardedClient:
                 requests[shard].tables.append(
                     shard_pb2.TableRows(name=name, row_ids=local.astype("<i8").tobytes())
                 )
-        targets = [s for s, r in requests.items() if r.dense or len(r.tables)]
-        waits: dict[int, float] = {}
+        return requests, placement
+
+    def _barrier(
+        self,
+        step: int,
+        requests: Mapping[int, shard_pb2.RowRequest],
+        barrier_deadline_seconds: float | None,
+    ) -> Callable[[int, Callable[[grpc.Channel], object] | None], tuple[PulledRows, int, float]]:
+        """``pull_one(shard, first)``: (rows, payload bytes, seconds waited at the barrier)
+        from one shard; ``first`` (if given) makes the first call (e.g. a push with the
+        pull), then ``PullRows`` again while the shard still waits for step ``step - 1``
+        (with a deadline)."""
+        deadline = None
         if barrier_deadline_seconds is not None:
-            targets = list(requests)  # every shard's barrier, even where no row is asked
             deadline = self.clock() + barrier_deadline_seconds
 
-        def pull_one(shard: int) -> tuple[PulledRows, int]:
+        def pull_one(
+            shard: int, first: Callable[[grpc.Channel], object] | None
+        ) -> tuple[PulledRows, int, float]:
             request = requests[shard]
 
             def rpc(channel: grpc.Channel) -> tuple[PulledRows, int]:
@@ -360,27 +403,36 @@ class ShardedClient:
                 payload = stub.PullRows(request, timeout=RPC_TIMEOUT_SECONDS)
                 return decode_rows(payload), payload.ByteSize() + request.ByteSize()
 
-            if barrier_deadline_seconds is None:
-                return self._rpc(shard, rpc)  # type: ignore[return-value]
-            waits[shard] = 0.0
+            waited = 0.0
             while True:
-                remaining = deadline - self.clock()
-                if remaining <= 0:
-                    raise BarrierTimeoutError(
-                        f"shard {shard}: step {step - 1} not reached within "
-                        f"{barrier_deadline_seconds:g} s"
-                    )
-                request.wait_seconds = min(remaining, MAX_WAIT_SECONDS)
-                pulled, size = self._rpc(shard, rpc)  # type: ignore[misc]
-                waits[shard] += pulled.waited_seconds
-                if not pulled.waiting:
-                    return pulled, size
+                if deadline is not None:
+                    remaining = deadline - self.clock()
+                    if remaining <= 0:
+                        raise BarrierTimeoutError(
+                            f"shard {shard}: step {step - 1} not reached within "
+                            f"{barrier_deadline_seconds:g} s"
+                        )
+                    request.wait_seconds = min(remaining, MAX_WAIT_SECONDS)
+                pulled, size = self._rpc(shard, first or rpc)  # type: ignore[misc]
+                first = None
+                waited += pulled.waited_seconds
+                if deadline is None or not pulled.waiting:
+                    return pulled, size, waited
 
-        results = dict(zip(targets, self._fan_out(pull_one, targets), strict=True))
+        return pull_one
+
+    def _gathered(
+        self,
+        rows: Mapping[str, np.ndarray],
+        placement: Mapping[str, Mapping[int, np.ndarray]],
+        results: Mapping[int, tuple[PulledRows, int, float]],
+    ) -> PulledModel:
+        """The shards' replies joined: every dense array, each table's rows in the order
+        of ``rows``' global ids (refused if a shard sent other rows)."""
         dense: Arrays = {}
         wire = 0
         applied = None
-        for pulled, size in results.values():  # type: ignore[misc]
+        for pulled, size, _ in results.values():
             wire += size
             applied = pulled.applied_step if applied is None else min(applied, pulled.applied_step)
             dense.update(pulled.dense)
@@ -391,15 +443,16 @@ class ShardedClient:
             spec = self.layout.specs[name]
             out = np.empty((len(ids), *spec.shape[1:]), spec.dtype)
             for shard, positions in placement[name].items():
-                part = results[shard][0].tables.get(name)  # type: ignore[index]
+                part = results[shard][0].tables.get(name)
                 expected = self.shard_map.local_rows(np.asarray(ids)[positions])
                 if part is None or not np.array_equal(part.row_ids, expected):
                     raise MalformedInputError(f"{name}: shard {shard} sent other rows")
                 out[positions] = part.values
             gathered[name] = out
         self.traffic.pulled += wire
-        self.traffic.calls += len(targets)
-        return PulledModel(applied or 0, dense, gathered, wire, max(waits.values(), default=0.0))
+        self.traffic.calls += len(results)
+        waited = max((w for _, _, w in results.values()), default=0.0)
+        return PulledModel(applied or 0, dense, gathered, wire, waited)
 
     # --- push -------------------------------------------------------------------------------
 
@@ -416,6 +469,70 @@ class ShardedClient:
         """Send this worker's gradients of ``step`` (tables in global row ids, unique,
         ascending) to every shard (an empty contribution where it touched nothing, so
         the barrier counts it). Returns the payload bytes sent."""
+        payloads = self._gradient_payloads(step, rows, loss_sum, pulled_step, dense, tables)
+
+        def push_one(shard: int) -> int:
+            payload = payloads[shard]
+            self._rpc(
+                shard,
+                lambda channel: shard_pb2_grpc.ParameterShardStub(channel).PushGradients(
+                    payload, timeout=RPC_TIMEOUT_SECONDS
+                ),
+            )
+            return payload.ByteSize()
+
+        shards = list(range(self.shard_map.shards))
+        sent = sum(self._fan_out(push_one, shards))  # type: ignore[arg-type]
+        self.traffic.pushed += sent
+        self.traffic.calls += len(shards)
+        return sent
+
+    def push_and_pull(
+        self,
+        step: int,
+        *,
+        rows: int,
+        loss_sum: float,
+        pulled_step: int,
+        dense: Mapping[str, np.ndarray],
+        tables: Mapping[str, SparseRows],
+        next_rows: Mapping[str, np.ndarray],
+        barrier_deadline_seconds: float,
+    ) -> tuple[int, PulledModel]:
+        """Synchronous mode: :meth:`push` for ``step`` and :meth:`pull` of ``next_rows``
+        for step ``step + 1`` (with the barrier of ``step``) in one round trip per shard
+        (``PushAndPull``). Returns (payload bytes pushed, the pulled model)."""
+        payloads = self._gradient_payloads(step, rows, loss_sum, pulled_step, dense, tables)
+        requests, placement = self._row_requests(step + 1, next_rows)
+        barrier = self._barrier(step + 1, requests, barrier_deadline_seconds)
+
+        def exchange_one(shard: int) -> tuple[PulledRows, int, float]:
+            def rpc(channel: grpc.Channel) -> tuple[PulledRows, int]:
+                # Built at call time: the barrier loop has set the pull's wait (a
+                # message given to a constructor is copied).
+                request = shard_pb2.PushPullRequest(push=payloads[shard], pull=requests[shard])
+                stub = shard_pb2_grpc.ParameterShardStub(channel)
+                payload = stub.PushAndPull(request, timeout=RPC_TIMEOUT_SECONDS)
+                return decode_rows(payload), payload.ByteSize() + request.pull.ByteSize()
+
+            return barrier(shard, rpc)
+
+        shards = list(range(self.shard_map.shards))
+        results = dict(zip(shards, self._fan_out(exchange_one, shards), strict=True))
+        sent = sum(payloads[s].ByteSize() for s in shards)
+        self.traffic.pushed += sent
+        return sent, self._gathered(next_rows, placement, results)
+
+    def _gradient_payloads(
+        self,
+        step: int,
+        rows: int,
+        loss_sum: float,
+        pulled_step: int,
+        dense: Mapping[str, np.ndarray],
+        tables: Mapping[str, SparseRows],
+    ) -> dict[int, shard_pb2.GradientPayload]:
+        """Each shard's part of a worker's gradients of ``step`` (local row ids)."""
         per_shard: dict[int, dict[str, SparseRows]] = {s: {} for s in range(self.shard_map.shards)}
         for name, part in tables.items():
             for shard, local in self.shard_map.split_sparse(self.layout, name, part).items():
@@ -433,22 +550,7 @@ class ShardedClient:
                 tables=per_shard[shard] if rows else {},
             )
             payloads[shard] = encode_gradients(contribution, self.shard_layouts[shard])
-
-        def push_one(shard: int) -> int:
-            payload = payloads[shard]
-            self._rpc(
-                shard,
-                lambda channel: shard_pb2_grpc.ParameterShardStub(channel).PushGradients(
-                    payload, timeout=RPC_TIMEOUT_SECONDS
-                ),
-            )
-            return payload.ByteSize()
-
-        shards = list(range(self.shard_map.shards))
-        sent = sum(self._fan_out(push_one, shards))  # type: ignore[arg-type]
-        self.traffic.pushed += sent
-        self.traffic.calls += len(shards)
-        return sent
+        return payloads
 
     # --- barrier ----------------------------------------------------------------------------
 

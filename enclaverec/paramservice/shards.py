@@ -85,6 +85,9 @@ class ShardMap:
     ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """Group ascending global ``rows`` by shard: shard -> (positions in ``rows``, local
         row ids, still ascending). Shards that hold none of them are left out."""
+        if self.shards == 1:  # every row on shard 0, local ids global (per step, per table)
+            ids = np.asarray(rows, ROW_ID_DTYPE)
+            return {0: (np.arange(len(ids)), ids)} if len(ids) else {}
         shard = self.shard_of(layout, table, rows)
         local = self.local_rows(rows)
         groups: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -158,6 +161,12 @@ class ShardMap:
         self, layout: ModelLayout, table: str, rows: SparseRows
     ) -> dict[int, SparseRows]:
         """Ascending global rows with values -> per-shard rows in local ids."""
+        if self.shards == 1:
+            return (
+                {0: SparseRows(np.asarray(rows.row_ids, ROW_ID_DTYPE), rows.values)}
+                if len(rows)
+                else {}
+            )
         return {
             shard: SparseRows(local, rows.values[positions])
             for shard, (positions, local) in self.split_rows(layout, table, rows.row_ids).items()

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from enclaverec.transport.proto import tensors_pb2 as enclaverec_dot_transport_dot_proto_dot_tensors__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&enclaverec/transport/proto/shard.proto\x12\x10\x65nclaverec.shard\x1a(enclaverec/transport/proto/tensors.proto\"*\n\tTableRows\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07row_ids\x18\x02 \x01(\x0c\"l\n\nRowRequest\x12\x0c\n\x04step\x18\x01 \x01(\x04\x12+\n\x06tables\x18\x02 \x03(\x0b\x32\x1b.enclaverec.shard.TableRows\x12\r\n\x05\x64\x65nse\x18\x03 \x01(\x08\x12\x14\n\x0cwait_seconds\x18\x04 \x01(\x02\"\x92\x01\n\x0bRowsPayload\x12\x14\n\x0c\x61pplied_step\x18\x01 \x01(\x04\x12\x13\n\x0bincarnation\x18\x02 \x01(\t\x12/\n\x06\x61rrays\x18\x03 \x01(\x0b\x32\x1f.enclaverec.tensors.ArrayBundle\x12\x0f\n\x07waiting\x18\x04 \x01(\x08\x12\x16\n\x0ewaited_seconds\x18\x05 \x01(\x02\"\x88\x01\n\x0fGradientPayload\x12\x0c\n\x04step\x18\x01 \x01(\x04\x12\x0c\n\x04rows\x18\x02 \x01(\x04\x12\x10\n\x08loss_sum\x18\x03 \x01(\x01\x12\x13\n\x0bpulled_step\x18\x04 \x01(\x04\x12\x32\n\tgradients\x18\x05 \x01(\x0b\x32\x1f.enclaverec.tensors.ArrayBundle\"&\n\x12PushGradientsReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\"1\n\x0bStepRequest\x12\x0c\n\x04step\x18\x01 \x01(\x04\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\x02\"2\n\tStepReply\x12\x0f\n\x07reached\x18\x01 \x01(\x08\x12\x14\n\x0c\x61pplied_step\x18\x02 \x01(\x04\"\x0e\n\x0cShardRequest2\x8e\x03\n\x0eParameterShard\x12G\n\x08PullRows\x12\x1c.enclaverec.shard.RowRequest\x1a\x1d.enclaverec.shard.RowsPayload\x12X\n\rPushGradients\x12!.enclaverec.shard.GradientPayload\x1a$.enclaverec.shard.PushGradientsReply\x12G\n\tAwaitStep\x12\x1d.enclaverec.shard.StepRequest\x1a\x1b.enclaverec.shard.StepReply\x12\x46\n\x08RollBack\x12\x1d.enclaverec.shard.StepRequest\x1a\x1b.enclaverec.shard.StepReply\x12H\n\tPullShard\x12\x1e.enclaverec.shard.ShardRequest\x1a\x19.enclaverec.tensors.Chunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&enclaverec/transport/proto/shard.proto\x12\x10\x65nclaverec.shard\x1a(enclaverec/transport/proto/tensors.proto\"*\n\tTableRows\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07row_ids\x18\x02 \x01(\x0c\"l\n\nRowRequest\x12\x0c\n\x04step\x18\x01 \x01(\x04\x12+\n\x06tables\x18\x02 \x03(\x0b\x32\x1b.enclaverec.shard.TableRows\x12\r\n\x05\x64\x65nse\x18\x03 \x01(\x08\x12\x14\n\x0cwait_seconds\x18\x04 \x01(\x02\"\x92\x01\n\x0bRowsPayload\x12\x14\n\x0c\x61pplied_step\x18\x01 \x01(\x04\x12\x13\n\x0bincarnation\x18\x02 \x01(\t\x12/\n\x06\x61rrays\x18\x03 \x01(\x0b\x32\x1f.enclaverec.tensors.ArrayBundle\x12\x0f\n\x07waiting\x18\x04 \x01(\x08\x12\x16\n\x0ewaited_seconds\x18\x05 \x01(\x02\"\x88\x01\n\x0fGradientPayload\x12\x0c\n\x04step\x18\x01 \x01(\x04\x12\x0c\n\x04rows\x18\x02 \x01(\x04\x12\x10\n\x08loss_sum\x18\x03 \x01(\x01\x12\x13\n\x0bpulled_step\x18\x04 \x01(\x04\x12\x32\n\tgradients\x18\x05 \x01(\x0b\x32\x1f.enclaverec.tensors.ArrayBundle\"n\n\x0fPushPullRequest\x12/\n\x04push\x18\x01 \x01(\x0b\x32!.enclaverec.shard.GradientPayload\x12*\n\x04pull\x18\x02 \x01(\x0b\x32\x1c.enclaverec.shard.RowRequest\"&\n\x12PushGradientsReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\"1\n\x0bStepRequest\x12\x0c\n\x04step\x18\x01 \x01(\x04\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\x02\"2\n\tStepReply\x12\x0f\n\x07reached\x18\x01 \x01(\x08\x12\x14\n\x0c\x61pplied_step\x18\x02 \x01(\x04\"\x0e\n\x0cShardRequest2\xdf\x03\n\x0eParameterShard\x12G\n\x08PullRows\x12\x1c.enclaverec.shard.RowRequest\x1a\x1d.enclaverec.shard.RowsPayload\x12X\n\rPushGradients\x12!.enclaverec.shard.GradientPayload\x1a$.enclaverec.shard.PushGradientsReply\x12O\n\x0bPushAndPull\x12!.enclaverec.shard.PushPullRequest\x1a\x1d.enclaverec.shard.RowsPayload\x12G\n\tAwaitStep\x12\x1d.enclaverec.shard.StepRequest\x1a\x1b.enclaverec.shard.StepReply\x12\x46\n\x08RollBack\x12\x1d.enclaverec.shard.StepRequest\x1a\x1b.enclaverec.shard.StepReply\x12H\n\tPullShard\x12\x1e.enclaverec.shard.ShardRequest\x1a\x19.enclaverec.tensors.Chunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,14 +40,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROWSPAYLOAD']._serialized_end=403
   _globals['_GRADIENTPAYLOAD']._serialized_start=406
   _globals['_GRADIENTPAYLOAD']._serialized_end=542
-  _globals['_PUSHGRADIENTSREPLY']._serialized_start=544
-  _globals['_PUSHGRADIENTSREPLY']._serialized_end=582
-  _globals['_STEPREQUEST']._serialized_start=584
-  _globals['_STEPREQUEST']._serialized_end=633
-  _globals['_STEPREPLY']._serialized_start=635
-  _globals['_STEPREPLY']._serialized_end=685
-  _globals['_SHARDREQUEST']._serialized_start=687
-  _globals['_SHARDREQUEST']._serialized_end=701
-  _globals['_PARAMETERSHARD']._serialized_start=704
-  _globals['_PARAMETERSHARD']._serialized_end=1102
+  _globals['_PUSHPULLREQUEST']._serialized_start=544
+  _globals['_PUSHPULLREQUEST']._serialized_end=654
+  _globals['_PUSHGRADIENTSREPLY']._serialized_start=656
+  _globals['_PUSHGRADIENTSREPLY']._serialized_end=694
+  _globals['_STEPREQUEST']._serialized_start=696
+  _globals['_STEPREQUEST']._serialized_end=745
+  _globals['_STEPREPLY']._serialized_start=747
+  _globals['_STEPREPLY']._serialized_end=797
+  _globals['_SHARDREQUEST']._serialized_start=799
+  _globals['_SHARDREQUEST']._serialized_end=813
+  _globals['_PARAMETERSHARD']._serialized_start=816
+  _globals['_PARAMETERSHARD']._serialized_end=1295
 # @@protoc_insertion_point(module_scope)

@@ -55,6 +55,14 @@ class GradientPayload(_message.Message):
     gradients: _tensors_pb2.ArrayBundle
     def __init__(self, step: _Optional[int] = ..., rows: _Optional[int] = ..., loss_sum: _Optional[float] = ..., pulled_step: _Optional[int] = ..., gradients: _Optional[_Union[_tensors_pb2.ArrayBundle, _Mapping]] = ...) -> None: ...
 
+class PushPullRequest(_message.Message):
+    __slots__ = ("push", "pull")
+    PUSH_FIELD_NUMBER: _ClassVar[int]
+    PULL_FIELD_NUMBER: _ClassVar[int]
+    push: GradientPayload
+    pull: RowRequest
+    def __init__(self, push: _Optional[_Union[GradientPayload, _Mapping]] = ..., pull: _Optional[_Union[RowRequest, _Mapping]] = ...) -> None: ...
+
 class PushGradientsReply(_message.Message):
     __slots__ = ("accepted",)
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]

@@ -45,6 +45,11 @@ class ParameterShardStub:
                 request_serializer=enclaverec_dot_transport_dot_proto_dot_shard__pb2.GradientPayload.SerializeToString,
                 response_deserializer=enclaverec_dot_transport_dot_proto_dot_shard__pb2.PushGradientsReply.FromString,
                 _registered_method=True)
+        self.PushAndPull = channel.unary_unary(
+                '/enclaverec.shard.ParameterShard/PushAndPull',
+                request_serializer=enclaverec_dot_transport_dot_proto_dot_shard__pb2.PushPullRequest.SerializeToString,
+                response_deserializer=enclaverec_dot_transport_dot_proto_dot_shard__pb2.RowsPayload.FromString,
+                _registered_method=True)
         self.AwaitStep = channel.unary_unary(
                 '/enclaverec.shard.ParameterShard/AwaitStep',
                 request_serializer=enclaverec_dot_transport_dot_proto_dot_shard__pb2.StepRequest.SerializeToString,
@@ -74,6 +79,15 @@ class ParameterShardServicer:
 
     def PushGradients(self, request, context):
         """One worker's gradients for one step.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PushAndPull(self, request, context):
+        """Synchronous mode: one worker's gradients for step t and, in the same round trip,
+        the rows of its step t + 1, served once step t's barrier passed (as PullRows with
+        wait_seconds). Each half is checked as its own call would be.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -113,6 +127,11 @@ def add_ParameterShardServicer_to_server(servicer, server):
                     servicer.PushGradients,
                     request_deserializer=enclaverec_dot_transport_dot_proto_dot_shard__pb2.GradientPayload.FromString,
                     response_serializer=enclaverec_dot_transport_dot_proto_dot_shard__pb2.PushGradientsReply.SerializeToString,
+            ),
+            'PushAndPull': grpc.unary_unary_rpc_method_handler(
+                    servicer.PushAndPull,
+                    request_deserializer=enclaverec_dot_transport_dot_proto_dot_shard__pb2.PushPullRequest.FromString,
+                    response_serializer=enclaverec_dot_transport_dot_proto_dot_shard__pb2.RowsPayload.SerializeToString,
             ),
             'AwaitStep': grpc.unary_unary_rpc_method_handler(
                     servicer.AwaitStep,
@@ -184,6 +203,33 @@ class ParameterShard:
             '/enclaverec.shard.ParameterShard/PushGradients',
             enclaverec_dot_transport_dot_proto_dot_shard__pb2.GradientPayload.SerializeToString,
             enclaverec_dot_transport_dot_proto_dot_shard__pb2.PushGradientsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PushAndPull(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/enclaverec.shard.ParameterShard/PushAndPull',
+            enclaverec_dot_transport_dot_proto_dot_shard__pb2.PushPullRequest.SerializeToString,
+            enclaverec_dot_transport_dot_proto_dot_shard__pb2.RowsPayload.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,8 +38,11 @@ def run_distributed(
     mode: SyncMode = SyncMode.SYNC,
     staleness: int = 0,
     last: int | None = None,
+    barrier_in_pull: bool = False,
 ) -> tuple[dict[str, np.ndarray], list[WorkerRun]]:
-    """Train ``last`` steps with W workers (threads) and P shards; the final model."""
+    """Train ``last`` steps with W workers (threads) and P shards; the final model.
+    ``barrier_in_pull``: the worker role's synchronous loop (the barrier in the pull, each
+    push carrying the next step's pull)."""
     names = tuple(f"worker-{w}" for w in range(workers))
     shard_map = ShardMap(shards=shards, dense_shard=shards - 1)
     configs = [
@@ -57,7 +60,9 @@ def run_distributed(
     ]
     servers = shard_servers(configs, layout, initial)
     data = shard_training_rows(train, workers)
-    loop = StepLoopConfig(schedule, last=last, barrier_deadline_seconds=60)
+    loop = StepLoopConfig(
+        schedule, last=last, barrier_deadline_seconds=60, barrier_in_pull=barrier_in_pull
+    )
     runs: list[WorkerRun | None] = [None] * workers
     errors: list[BaseException] = []
     with LoopbackShards(servers) as cluster:

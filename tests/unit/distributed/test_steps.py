@@ -47,7 +47,8 @@ def setup():
 
 @pytest.mark.parametrize("optimizer", list(ServerOptimizerKind))
 @pytest.mark.parametrize(("workers", "shards"), [(2, 1), (2, 2), (3, 3)])
-def test_sync_equals_one_process_with_the_global_batch(optimizer, workers, shards):
+@pytest.mark.parametrize("barrier_in_pull", [False, True], ids=["await-step", "push-and-pull"])
+def test_sync_equals_one_process_with_the_global_batch(optimizer, workers, shards, barrier_in_pull):
     train, initial, layout = setup()
     schedule = StepSchedule(train_rows=len(train), batch_size=16, seed=4, epochs=2)
     steps = schedule.total_steps  # 12: crosses an epoch and two short last batches
@@ -61,6 +62,7 @@ def test_sync_equals_one_process_with_the_global_batch(optimizer, workers, shard
         shards=shards,
         optimizer=optimizer,
         learning_rate=0.3,
+        barrier_in_pull=barrier_in_pull,
     )
     reference = run_reference(
         train,
@@ -80,9 +82,13 @@ def test_sync_equals_one_process_with_the_global_batch(optimizer, workers, shard
     timing = runs[0].timings[0]
     assert timing.pulled_bytes > 0 and timing.pushed_bytes > 0
     assert min(t.wait_seconds for run in runs for t in run.timings) >= 0
+    # Bytes are counted once per step: each step's pull, whether it travelled alone or
+    # with the push of the step before.
+    assert all(t.pulled_bytes > 0 for run in runs for t in run.timings if t.rows)
 
 
-def test_a_worker_with_no_rows_in_some_steps_still_passes_every_barrier():
+@pytest.mark.parametrize("barrier_in_pull", [False, True], ids=["await-step", "push-and-pull"])
+def test_a_worker_with_no_rows_in_some_steps_still_passes_every_barrier(barrier_in_pull):
     train, initial, layout = setup()
     schedule = StepSchedule(train_rows=len(train), batch_size=2, seed=0, epochs=1)
     model, runs = run_distributed(
@@ -96,6 +102,7 @@ def test_a_worker_with_no_rows_in_some_steps_still_passes_every_barrier():
         optimizer=ServerOptimizerKind.SGD,
         learning_rate=0.1,
         last=10,
+        barrier_in_pull=barrier_in_pull,
     )
     assert any(t.rows == 0 for run in runs for t in run.timings)
     assert all(run.steps == 10 for run in runs)

@@ -64,7 +64,8 @@ def test_one_step_equals_the_trainer_step(spec, config, optimizer):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("shards", [1, 2])
-def test_sync_distributed_reproduces_train_after_n_steps(spec, config, shards):
+@pytest.mark.parametrize("barrier_in_pull", [False, True], ids=["await-step", "push-and-pull"])
+def test_sync_distributed_reproduces_train_after_n_steps(spec, config, shards, barrier_in_pull):
     train = make_examples(100, seed=5)
     lr, batch, seed, epochs = 0.05, 16, 7, 2
     central = DLRMTrainer(
@@ -88,11 +89,13 @@ def test_sync_distributed_reproduces_train_after_n_steps(spec, config, shards):
         shards=shards,
         optimizer=ServerOptimizerKind.ADAGRAD,
         learning_rate=lr,
+        barrier_in_pull=barrier_in_pull,  # True: the worker role's loop
     )
     diff = max(float(np.max(np.abs(model[n] - arrays[n]))) for n in arrays)
     moved = min(float(np.max(np.abs(arrays[n] - initial[n]))) for n in arrays)
     print(
-        f"sync W=2 P={shards}: {schedule.total_steps} steps, max |distributed - train| = "
+        f"sync W=2 P={shards} ({'push and pull' if barrier_in_pull else 'await step'}): "
+        f"{schedule.total_steps} steps, max |distributed - train| = "
         f"{diff:.3g} (smallest max move of an array {moved:.3g})"
     )
     assert diff < 1e-5

@@ -32,6 +32,7 @@ from enclaverec.paramservice.shard import (
     sealed_checkpointer,
     shard_servers,
 )
+from enclaverec.paramservice.shard_rpc import encode_gradients
 from enclaverec.paramservice.shards import ShardMap
 from enclaverec.schedule import StepSchedule
 
@@ -157,6 +158,78 @@ def test_a_pull_can_wait_for_the_barrier_on_the_shards(cluster):
     # Without a wait the shard refuses a pull before the barrier, as before.
     with pytest.raises(StaleUpdateError):
         a.pull(3, ids)
+
+
+def test_a_push_carries_the_pull_of_the_next_step(cluster):
+    # Synchronous mode's one round trip per step: a's push of step 1 returns the rows of
+    # its step 2 once b's push passed the barrier, the same rows a pull would give.
+    servers, (a, b) = cluster
+    ids = {"embedding/C1": np.array([1, 3], np.int64), "embedding/C2": np.array([4], np.int64)}
+    done: list[object] = []
+    exchange = threading.Thread(
+        target=lambda: done.append(
+            a.push_and_pull(
+                1,
+                rows=6,
+                loss_sum=1.0,
+                pulled_step=0,
+                dense={"w": np.ones(3, np.float32)},
+                tables={"embedding/C1": grads([3], 1.0)},
+                next_rows=ids,
+                barrier_deadline_seconds=10,
+            )
+        )
+    )
+    exchange.start()
+    time.sleep(0.3)
+    assert not done and all(s.applied_step == 0 for s in servers)  # held at the barrier
+    b.push(1, rows=2, loss_sum=1.0, pulled_step=0, dense={"w": np.ones(3, np.float32)}, tables={})
+    exchange.join(10)
+    pushed, pulled = done[0]
+    assert pushed > 0 and pulled.applied_step == 1 and 0.1 < pulled.waited_seconds < 10
+    whole, _ = b.pull_model()
+    np.testing.assert_array_equal(pulled.dense["w"], whole["w"])
+    for name, rows in ids.items():
+        np.testing.assert_array_equal(pulled.rows[name], whole[name][rows])
+    assert not np.array_equal(whole["embedding/C1"][3], model()["embedding/C1"][3])  # applied
+
+
+def test_a_push_with_a_pull_is_checked_as_each_alone():
+    from enclaverec.transport.proto import shard_pb2, shard_pb2_grpc
+
+    servers = shard_servers(configs(1), layout(), model())
+    refusals = []
+    with LoopbackShards(servers, on_refused=lambda c, s, e: refusals.append((c, s, e))) as shards:
+        client = shards.client("worker-0", layout())
+
+        def exchange(push: Gradients, pull_step: int, rows: list[int]):
+            request = shard_pb2.PushPullRequest(
+                push=encode_gradients(push, servers[0].layout),
+                pull=shard_pb2.RowRequest(step=pull_step, dense=True, wait_seconds=0.2),
+            )
+            request.pull.tables.append(
+                shard_pb2.TableRows(name="embedding/C1", row_ids=np.array(rows, "<i8").tobytes())
+            )
+            return client._rpc(
+                0,
+                lambda channel: shard_pb2_grpc.ParameterShardStub(channel).PushAndPull(request),
+            )
+
+        ok = Gradients(1, rows=6, loss_sum=1.0, pulled_step=0, dense={"w": np.ones(3, np.float32)})
+        # A pull for a step other than the push's next: refused before the push is taken.
+        with pytest.raises(MalformedInputError, match="a pull for step 3 with the gradients"):
+            exchange(ok, 3, [1])
+        # A bad number in the push: refused as PushGradients refuses it; nothing served.
+        too_many = Gradients(1, rows=9, loss_sum=1.0, pulled_step=0, dense=ok.dense)
+        with pytest.raises(AggregationRefusedError, match="9 rows for step 1"):
+            exchange(too_many, 2, [1])
+        assert servers[0].pending == {} and servers[0].pushed["worker-0"] == 0
+        # A bad pull after a good push: the push counts (as alone), the pull is refused.
+        with pytest.raises(MalformedInputError, match="outside"):
+            exchange(ok, 2, [ROWS + 5])
+        assert servers[0].pushed["worker-0"] == 1
+        client.close()
+    assert [(c, s) for c, s, _ in refusals] == [("worker-0", 1), ("worker-0", 1), ("worker-0", 2)]
 
 
 def test_a_worker_without_rows_in_a_step_still_counts_at_the_barrier(cluster):

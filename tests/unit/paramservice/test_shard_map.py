@@ -68,6 +68,20 @@ def test_split_sparse_keeps_values_with_their_rows():
     assert parts[0].row_ids.tolist() == [1] and parts[0].values[0, 0] == 4
 
 
+def test_one_shard_holds_every_row_under_its_global_id():
+    # The one-shard shortcut (no grouping per step) gives what the striping rule gives.
+    shard_map = ShardMap(shards=1)
+    rows = np.array([0, 3, 6], np.int32)
+    ((shard, (positions, local)),) = shard_map.split_rows(layout(), "embedding/C2", rows).items()
+    assert shard == 0 and positions.tolist() == [0, 1, 2] and local.dtype == np.int64
+    assert np.array_equal(local, shard_map.local_rows(rows))
+    assert shard_map.split_rows(layout(), "embedding/C2", np.zeros(0, np.int64)) == {}
+    values = np.ones((3, 4), np.float32)
+    (part,) = shard_map.split_sparse(layout(), "embedding/C2", SparseRows(rows, values)).values()
+    assert part.row_ids.tolist() == [0, 3, 6] and part.row_ids.dtype == np.int64
+    assert np.array_equal(part.values, values)
+
+
 def test_toml_round_trip_and_refusals():
     shard_map = ShardMap(shards=4, dense_shard=2)
     assert ShardMap.from_dict(shard_map.to_dict()) == shard_map
