@@ -212,17 +212,19 @@ class FederatedAggregator:
                 completed_round=restored.completed_round,
                 aggregated_round=restored.aggregated_round,
             )
+        # One servicer for the parameter service and the federated PushThenTask: one
+        # push check.
+        self.params_servicer = ParameterServicer(
+            self.params,
+            lambda context: self.peer(context).party_id,
+            on_pull_best=self.mark_finished,
+            on_refused=self._refused_update,
+        )
         federated_pb2_grpc.add_AggregatorServicer_to_server(
             AggregatorServicer(self), self.server.application_server
         )
         paramservice_pb2_grpc.add_ParameterServiceServicer_to_server(
-            ParameterServicer(
-                self.params,
-                lambda context: self.peer(context).party_id,
-                on_pull_best=self.mark_finished,
-                on_refused=self._refused_update,
-            ),
-            self.server.application_server,
+            self.params_servicer, self.server.application_server
         )
 
     # --- set-up ------------------------------------------------------------------------
@@ -689,11 +691,45 @@ class AggregatorServicer(federated_pb2_grpc.AggregatorServicer):
     async def GetTask(self, request, context):  # noqa: N802
         # A long-poll: it waits on the server's event loop, holding no thread
         # (transport/serving.py), and its blocking parts run on a worker.
+        party = await self._party_on_loop(context)
+        return await self._next_task(party, request, context)
+
+    async def PushThenTask(self, request, context):  # noqa: N802
+        # The push exactly as PushUnary (its bounds, checks, audit events and refusals) on a
+        # worker; a refusal ends the call there. Then the task request that every push was
+        # followed by, answered as GetTask answers it: one call fewer per party and round.
+        party = await self._party_on_loop(context)
         serving = self.aggregator.server.application_server
-        party = (await serving.run_quick_with_context(self.aggregator.peer, context)).party_id
+        await serving.run_with_context(
+            lambda ctx: self.aggregator.params_servicer.PushUnary(request.update, ctx), context
+        )
+        return await self._next_task(party, request.next, context, after_reply=True)
+
+    async def SubmitEvaluationThenTask(self, request, context):  # noqa: N802
+        # The same for an evaluation (as SubmitEvaluationUnary), then the next round's task.
+        party = await self._party_on_loop(context)
+        serving = self.aggregator.server.application_server
+        await serving.run_with_context(
+            lambda ctx: self.SubmitEvaluationUnary(request.evaluation, ctx), context
+        )
+        return await self._next_task(party, request.next, context, after_reply=True)
+
+    async def _party_on_loop(self, context) -> str:
+        # The cached certificate check, on the loop (no thread switch); aborts a stranger.
+        serving = self.aggregator.server.application_server
+        return (await serving.run_quick_with_context(self.aggregator.peer, context)).party_id
+
+    async def _next_task(
+        self, party: str, request, context, *, after_reply: bool = False
+    ) -> federated_pb2.Task:
+        serving = self.aggregator.server.application_server
         try:
             task, version = await self.aggregator.next_task(party, request.wait_seconds)
         except ServerBusyError as exc:
+            if after_reply:
+                # The reply was accepted; the party must not resend it but ask for its task
+                # (GetTask), where it meets this bound as a retryable RESOURCE_EXHAUSTED.
+                return federated_pb2.Task(kind=federated_pb2.WAIT)
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except AggregationRefusedError as exc:
             await serving.run_with_context(abort_refused, context, exc)

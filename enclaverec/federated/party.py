@@ -184,31 +184,31 @@ class FederatedParty:
         log.info(
             "%s: joined; %d rounds of %s", self.session.party_id, plan.rounds, plan.strategy.name
         )
+        # A reply (update or evaluation) brings the next task back with it; the party asks
+        # with GetTask only when it has none: at the start, after a refusal, a WAIT, or a
+        # reply too large for one message (issue 12: two calls a round instead of four).
+        task: Any = None
         while True:
-            # The model this party holds: a task about another version brings the changes.
-            request = federated_pb2.TaskRequest(
-                wait_seconds=self.options.poll_seconds,
-                carry_model=True,
-                held_version=self._params.version,
-                held_incarnation=self._params.incarnation,
-            )
-            task = self._call(
-                "get task",
-                lambda ch, request=request: _stub(ch).GetTask(
-                    request, timeout=self.options.poll_seconds + 30
-                ),
-            )
+            if task is None:
+                request = self._task_request()
+                task = self._call(
+                    "get task",
+                    lambda ch, request=request: _stub(ch).GetTask(
+                        request, timeout=self.options.poll_seconds + 30
+                    ),
+                )
+            current, task = task, None
             try:
-                if task.model:
+                if current.model:
                     # Checked as a pull's answer is; the task names the version it brings.
-                    self._params.accept(task.model)
-                if task.kind == federated_pb2.FIT:
-                    self._fit(task, plan, layout, trainer)
-                elif task.kind == federated_pb2.EVALUATE:
-                    self._evaluate(task, layout, trainer)
-                elif task.kind == federated_pb2.WAIT:
+                    self._params.accept(current.model)
+                if current.kind == federated_pb2.FIT:
+                    task = self._fit(current, plan, layout, trainer)
+                elif current.kind == federated_pb2.EVALUATE:
+                    task = self._evaluate(current, layout, trainer)
+                elif current.kind == federated_pb2.WAIT:
                     self.result.polls_expired += 1
-                elif task.kind == federated_pb2.FINISHED:
+                elif current.kind == federated_pb2.FINISHED:
                     self.result.best_model, self.result.best_round = self._params.pull_best()
                     log.info(
                         "%s: finished; best global model from round %d",
@@ -221,6 +221,17 @@ class FederatedParty:
                 self.result.refusals.append(str(exc))
                 log.warning("%s", exc)
 
+    def _task_request(self) -> federated_pb2.TaskRequest:
+        """A task request naming the model this party holds: a task about another version
+        brings the changes."""
+        assert self._params is not None
+        return federated_pb2.TaskRequest(
+            wait_seconds=self.options.poll_seconds,
+            carry_model=True,
+            held_version=self._params.version,
+            held_incarnation=self._params.incarnation,
+        )
+
     def _current_model(self, task: Any) -> Arrays | None:
         """The global model the task is about, or None if it moved on meanwhile."""
         assert self._params is not None
@@ -229,10 +240,11 @@ class FederatedParty:
             return None  # the model moved since the task was given: ask again
         return arrays
 
-    def _fit(self, task: Any, plan: FederatedPlan, layout: ModelLayout, trainer: Trainer) -> None:
+    def _fit(self, task: Any, plan: FederatedPlan, layout: ModelLayout, trainer: Trainer) -> Any:
+        """Train and send the update; the next task when the push brought it back."""
         start = self._current_model(task)
         if start is None:
-            return
+            return None
         config = local_fit_config(task.fit, task.round)
         trained, metrics = trainer.fit(start, config)
         full = delta(trained, start)
@@ -259,7 +271,18 @@ class FederatedParty:
             train_loss=metrics.mean_loss,
             train_seconds=metrics.wall_seconds,
         )
-        self._params.push(payload)
+        following = None
+        if payload.ByteSize() <= tensors.CHUNK_BYTES:
+            # One message, and the reply is the next task (the evaluation, with the model).
+            request = federated_pb2.PushThenTaskRequest(update=payload, next=self._task_request())
+            following = self._call(
+                "push",
+                lambda ch: _stub(ch).PushThenTask(
+                    request, timeout=RPC_TIMEOUT_SECONDS + self.options.poll_seconds
+                ),
+            )
+        else:
+            self._params.push(payload)
         self.result.rounds_trained.append(task.round)
         self.result.bytes_sent[task.round] = payload.ByteSize()
         self.result.train_samples += metrics.samples
@@ -271,11 +294,14 @@ class FederatedParty:
             metrics.mean_loss,
             payload.ByteSize(),
         )
+        return following
 
-    def _evaluate(self, task: Any, layout: ModelLayout, trainer: Trainer) -> None:
+    def _evaluate(self, task: Any, layout: ModelLayout, trainer: Trainer) -> Any:
+        """Score the task's model and send the scores; the next task when the reply
+        brought it back."""
         arrays = self._current_model(task)
         if arrays is None:
-            return
+            return None
         assert self._params is not None
         payload = encode_evaluation(
             round_index=task.round,
@@ -287,11 +313,18 @@ class FederatedParty:
             test_labels=self.data.test.labels,
             test_row_ids=self.data.test.row_ids,
         )
+        following = None
         if payload.ByteSize() <= tensors.CHUNK_BYTES:
-            # One message: a unary call (a request stream costs the client a thread per call).
-            self._call(
+            # One message (a unary call: a request stream costs the client a thread per
+            # call), and the reply is the next round's task.
+            request = federated_pb2.EvaluationThenTaskRequest(
+                evaluation=payload, next=self._task_request()
+            )
+            following = self._call(
                 "submit evaluation",
-                lambda ch: _stub(ch).SubmitEvaluationUnary(payload, timeout=RPC_TIMEOUT_SECONDS),
+                lambda ch: _stub(ch).SubmitEvaluationThenTask(
+                    request, timeout=RPC_TIMEOUT_SECONDS + self.options.poll_seconds
+                ),
             )
         else:
             self._call(
@@ -301,6 +334,7 @@ class FederatedParty:
                 ),
             )
         self.result.rounds_evaluated.append(task.round)
+        return following
 
 
 def _stub(channel: grpc.Channel) -> federated_pb2_grpc.AggregatorStub:

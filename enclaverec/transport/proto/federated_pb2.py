@@ -23,31 +23,36 @@ _sym_db = _symbol_database.Default()
 
 
 from enclaverec.transport.proto import tensors_pb2 as enclaverec_dot_transport_dot_proto_dot_tensors__pb2
+from enclaverec.transport.proto import paramservice_pb2 as enclaverec_dot_transport_dot_proto_dot_paramservice__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*enclaverec/transport/proto/federated.proto\x12\x14\x65nclaverec.federated\x1a(enclaverec/transport/proto/tensors.proto\"\r\n\x0bPlanRequest\"R\n\x04Plan\x12\x11\n\tplan_toml\x18\x01 \x01(\x0c\x12\x13\n\x0blayout_json\x18\x02 \x01(\x0c\x12\x12\n\nfederation\x18\x03 \x01(\t\x12\x0e\n\x06rounds\x18\x04 \x01(\r\"h\n\x0bTaskRequest\x12\x14\n\x0cwait_seconds\x18\x01 \x01(\x02\x12\x13\n\x0b\x63\x61rry_model\x18\x02 \x01(\x08\x12\x14\n\x0cheld_version\x18\x03 \x01(\x03\x12\x18\n\x10held_incarnation\x18\x04 \x01(\t\"o\n\x0f\x46itInstructions\x12\x0e\n\x06\x65pochs\x18\x01 \x01(\r\x12\x12\n\nbatch_size\x18\x02 \x01(\r\x12\x15\n\rlearning_rate\x18\x03 \x01(\x01\x12\x13\n\x0bproximal_mu\x18\x04 \x01(\x01\x12\x0c\n\x04seed\x18\x05 \x01(\x04\"\xc9\x01\n\x04Task\x12,\n\x04kind\x18\x01 \x01(\x0e\x32\x1e.enclaverec.federated.TaskKind\x12\r\n\x05round\x18\x02 \x01(\r\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x15\n\rmodel_version\x18\x04 \x01(\x04\x12\x19\n\x11model_incarnation\x18\x05 \x01(\t\x12\x32\n\x03\x66it\x18\x06 \x01(\x0b\x32%.enclaverec.federated.FitInstructions\x12\r\n\x05model\x18\x07 \x01(\x0c\"\xc4\x01\n\x11\x45valuationPayload\x12\r\n\x05round\x18\x01 \x01(\r\x12\x15\n\rmodel_version\x18\x02 \x01(\x04\x12\x13\n\x0bincarnation\x18\x03 \x01(\t\x12\x19\n\x11validation_scores\x18\x04 \x01(\x0c\x12\x19\n\x11validation_labels\x18\x05 \x01(\x0c\x12\x13\n\x0btest_scores\x18\x06 \x01(\x0c\x12\x13\n\x0btest_labels\x18\x07 \x01(\x0c\x12\x14\n\x0ctest_row_ids\x18\x08 \x01(\x0c\"0\n\x0bSubmitReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t*O\n\x08TaskKind\x12\x14\n\x10TASK_UNSPECIFIED\x10\x00\x12\x07\n\x03\x46IT\x10\x01\x12\x0c\n\x08\x45VALUATE\x10\x02\x12\x08\n\x04WAIT\x10\x03\x12\x0c\n\x08\x46INISHED\x10\x04\x32\xd9\x02\n\nAggregator\x12H\n\x07GetPlan\x12!.enclaverec.federated.PlanRequest\x1a\x1a.enclaverec.federated.Plan\x12H\n\x07GetTask\x12!.enclaverec.federated.TaskRequest\x1a\x1a.enclaverec.federated.Task\x12R\n\x10SubmitEvaluation\x12\x19.enclaverec.tensors.Chunk\x1a!.enclaverec.federated.SubmitReply(\x01\x12\x63\n\x15SubmitEvaluationUnary\x12\'.enclaverec.federated.EvaluationPayload\x1a!.enclaverec.federated.SubmitReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*enclaverec/transport/proto/federated.proto\x12\x14\x65nclaverec.federated\x1a(enclaverec/transport/proto/tensors.proto\x1a-enclaverec/transport/proto/paramservice.proto\"~\n\x13PushThenTaskRequest\x12\x36\n\x06update\x18\x01 \x01(\x0b\x32&.enclaverec.paramservice.UpdatePayload\x12/\n\x04next\x18\x02 \x01(\x0b\x32!.enclaverec.federated.TaskRequest\"\x89\x01\n\x19\x45valuationThenTaskRequest\x12;\n\nevaluation\x18\x01 \x01(\x0b\x32\'.enclaverec.federated.EvaluationPayload\x12/\n\x04next\x18\x02 \x01(\x0b\x32!.enclaverec.federated.TaskRequest\"\r\n\x0bPlanRequest\"R\n\x04Plan\x12\x11\n\tplan_toml\x18\x01 \x01(\x0c\x12\x13\n\x0blayout_json\x18\x02 \x01(\x0c\x12\x12\n\nfederation\x18\x03 \x01(\t\x12\x0e\n\x06rounds\x18\x04 \x01(\r\"h\n\x0bTaskRequest\x12\x14\n\x0cwait_seconds\x18\x01 \x01(\x02\x12\x13\n\x0b\x63\x61rry_model\x18\x02 \x01(\x08\x12\x14\n\x0cheld_version\x18\x03 \x01(\x03\x12\x18\n\x10held_incarnation\x18\x04 \x01(\t\"o\n\x0f\x46itInstructions\x12\x0e\n\x06\x65pochs\x18\x01 \x01(\r\x12\x12\n\nbatch_size\x18\x02 \x01(\r\x12\x15\n\rlearning_rate\x18\x03 \x01(\x01\x12\x13\n\x0bproximal_mu\x18\x04 \x01(\x01\x12\x0c\n\x04seed\x18\x05 \x01(\x04\"\xc9\x01\n\x04Task\x12,\n\x04kind\x18\x01 \x01(\x0e\x32\x1e.enclaverec.federated.TaskKind\x12\r\n\x05round\x18\x02 \x01(\r\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x15\n\rmodel_version\x18\x04 \x01(\x04\x12\x19\n\x11model_incarnation\x18\x05 \x01(\t\x12\x32\n\x03\x66it\x18\x06 \x01(\x0b\x32%.enclaverec.federated.FitInstructions\x12\r\n\x05model\x18\x07 \x01(\x0c\"\xc4\x01\n\x11\x45valuationPayload\x12\r\n\x05round\x18\x01 \x01(\r\x12\x15\n\rmodel_version\x18\x02 \x01(\x04\x12\x13\n\x0bincarnation\x18\x03 \x01(\t\x12\x19\n\x11validation_scores\x18\x04 \x01(\x0c\x12\x19\n\x11validation_labels\x18\x05 \x01(\x0c\x12\x13\n\x0btest_scores\x18\x06 \x01(\x0c\x12\x13\n\x0btest_labels\x18\x07 \x01(\x0c\x12\x14\n\x0ctest_row_ids\x18\x08 \x01(\x0c\"0\n\x0bSubmitReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t*O\n\x08TaskKind\x12\x14\n\x10TASK_UNSPECIFIED\x10\x00\x12\x07\n\x03\x46IT\x10\x01\x12\x0c\n\x08\x45VALUATE\x10\x02\x12\x08\n\x04WAIT\x10\x03\x12\x0c\n\x08\x46INISHED\x10\x04\x32\x99\x04\n\nAggregator\x12H\n\x07GetPlan\x12!.enclaverec.federated.PlanRequest\x1a\x1a.enclaverec.federated.Plan\x12H\n\x07GetTask\x12!.enclaverec.federated.TaskRequest\x1a\x1a.enclaverec.federated.Task\x12R\n\x10SubmitEvaluation\x12\x19.enclaverec.tensors.Chunk\x1a!.enclaverec.federated.SubmitReply(\x01\x12\x63\n\x15SubmitEvaluationUnary\x12\'.enclaverec.federated.EvaluationPayload\x1a!.enclaverec.federated.SubmitReply\x12U\n\x0cPushThenTask\x12).enclaverec.federated.PushThenTaskRequest\x1a\x1a.enclaverec.federated.Task\x12g\n\x18SubmitEvaluationThenTask\x12/.enclaverec.federated.EvaluationThenTaskRequest\x1a\x1a.enclaverec.federated.Taskb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'enclaverec.transport.proto.federated_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TASKKIND']._serialized_start=881
-  _globals['_TASKKIND']._serialized_end=960
-  _globals['_PLANREQUEST']._serialized_start=110
-  _globals['_PLANREQUEST']._serialized_end=123
-  _globals['_PLAN']._serialized_start=125
-  _globals['_PLAN']._serialized_end=207
-  _globals['_TASKREQUEST']._serialized_start=209
-  _globals['_TASKREQUEST']._serialized_end=313
-  _globals['_FITINSTRUCTIONS']._serialized_start=315
-  _globals['_FITINSTRUCTIONS']._serialized_end=426
-  _globals['_TASK']._serialized_start=429
-  _globals['_TASK']._serialized_end=630
-  _globals['_EVALUATIONPAYLOAD']._serialized_start=633
-  _globals['_EVALUATIONPAYLOAD']._serialized_end=829
-  _globals['_SUBMITREPLY']._serialized_start=831
-  _globals['_SUBMITREPLY']._serialized_end=879
-  _globals['_AGGREGATOR']._serialized_start=963
-  _globals['_AGGREGATOR']._serialized_end=1308
+  _globals['_TASKKIND']._serialized_start=1196
+  _globals['_TASKKIND']._serialized_end=1275
+  _globals['_PUSHTHENTASKREQUEST']._serialized_start=157
+  _globals['_PUSHTHENTASKREQUEST']._serialized_end=283
+  _globals['_EVALUATIONTHENTASKREQUEST']._serialized_start=286
+  _globals['_EVALUATIONTHENTASKREQUEST']._serialized_end=423
+  _globals['_PLANREQUEST']._serialized_start=425
+  _globals['_PLANREQUEST']._serialized_end=438
+  _globals['_PLAN']._serialized_start=440
+  _globals['_PLAN']._serialized_end=522
+  _globals['_TASKREQUEST']._serialized_start=524
+  _globals['_TASKREQUEST']._serialized_end=628
+  _globals['_FITINSTRUCTIONS']._serialized_start=630
+  _globals['_FITINSTRUCTIONS']._serialized_end=741
+  _globals['_TASK']._serialized_start=744
+  _globals['_TASK']._serialized_end=945
+  _globals['_EVALUATIONPAYLOAD']._serialized_start=948
+  _globals['_EVALUATIONPAYLOAD']._serialized_end=1144
+  _globals['_SUBMITREPLY']._serialized_start=1146
+  _globals['_SUBMITREPLY']._serialized_end=1194
+  _globals['_AGGREGATOR']._serialized_start=1278
+  _globals['_AGGREGATOR']._serialized_end=1815
 # @@protoc_insertion_point(module_scope)

@@ -1,4 +1,5 @@
 from enclaverec.transport.proto import tensors_pb2 as _tensors_pb2
+from enclaverec.transport.proto import paramservice_pb2 as _paramservice_pb2
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -19,6 +20,22 @@ FIT: TaskKind
 EVALUATE: TaskKind
 WAIT: TaskKind
 FINISHED: TaskKind
+
+class PushThenTaskRequest(_message.Message):
+    __slots__ = ("update", "next")
+    UPDATE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_FIELD_NUMBER: _ClassVar[int]
+    update: _paramservice_pb2.UpdatePayload
+    next: TaskRequest
+    def __init__(self, update: _Optional[_Union[_paramservice_pb2.UpdatePayload, _Mapping]] = ..., next: _Optional[_Union[TaskRequest, _Mapping]] = ...) -> None: ...
+
+class EvaluationThenTaskRequest(_message.Message):
+    __slots__ = ("evaluation", "next")
+    EVALUATION_FIELD_NUMBER: _ClassVar[int]
+    NEXT_FIELD_NUMBER: _ClassVar[int]
+    evaluation: EvaluationPayload
+    next: TaskRequest
+    def __init__(self, evaluation: _Optional[_Union[EvaluationPayload, _Mapping]] = ..., next: _Optional[_Union[TaskRequest, _Mapping]] = ...) -> None: ...
 
 class PlanRequest(_message.Message):
     __slots__ = ()

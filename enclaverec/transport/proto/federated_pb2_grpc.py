@@ -55,6 +55,16 @@ class AggregatorStub:
                 request_serializer=enclaverec_dot_transport_dot_proto_dot_federated__pb2.EvaluationPayload.SerializeToString,
                 response_deserializer=enclaverec_dot_transport_dot_proto_dot_federated__pb2.SubmitReply.FromString,
                 _registered_method=True)
+        self.PushThenTask = channel.unary_unary(
+                '/enclaverec.federated.Aggregator/PushThenTask',
+                request_serializer=enclaverec_dot_transport_dot_proto_dot_federated__pb2.PushThenTaskRequest.SerializeToString,
+                response_deserializer=enclaverec_dot_transport_dot_proto_dot_federated__pb2.Task.FromString,
+                _registered_method=True)
+        self.SubmitEvaluationThenTask = channel.unary_unary(
+                '/enclaverec.federated.Aggregator/SubmitEvaluationThenTask',
+                request_serializer=enclaverec_dot_transport_dot_proto_dot_federated__pb2.EvaluationThenTaskRequest.SerializeToString,
+                response_deserializer=enclaverec_dot_transport_dot_proto_dot_federated__pb2.Task.FromString,
+                _registered_method=True)
 
 
 class AggregatorServicer:
@@ -90,6 +100,24 @@ class AggregatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PushThenTask(self, request, context):
+        """An update that fits one frame (checked and refused exactly as ParameterService's
+        PushUnary), then the caller's next task as GetTask would answer `next`: the reply
+        comes when the phase closes (the evaluation, with the model) or WAIT when nothing came
+        within next.wait_seconds. It saves the task request that followed every push (issue 12).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitEvaluationThenTask(self, request, context):
+        """The same for an evaluation that fits one frame (as SubmitEvaluationUnary): the reply
+        is the next round's task.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AggregatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -112,6 +140,16 @@ def add_AggregatorServicer_to_server(servicer, server):
                     servicer.SubmitEvaluationUnary,
                     request_deserializer=enclaverec_dot_transport_dot_proto_dot_federated__pb2.EvaluationPayload.FromString,
                     response_serializer=enclaverec_dot_transport_dot_proto_dot_federated__pb2.SubmitReply.SerializeToString,
+            ),
+            'PushThenTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.PushThenTask,
+                    request_deserializer=enclaverec_dot_transport_dot_proto_dot_federated__pb2.PushThenTaskRequest.FromString,
+                    response_serializer=enclaverec_dot_transport_dot_proto_dot_federated__pb2.Task.SerializeToString,
+            ),
+            'SubmitEvaluationThenTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitEvaluationThenTask,
+                    request_deserializer=enclaverec_dot_transport_dot_proto_dot_federated__pb2.EvaluationThenTaskRequest.FromString,
+                    response_serializer=enclaverec_dot_transport_dot_proto_dot_federated__pb2.Task.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +260,60 @@ class Aggregator:
             '/enclaverec.federated.Aggregator/SubmitEvaluationUnary',
             enclaverec_dot_transport_dot_proto_dot_federated__pb2.EvaluationPayload.SerializeToString,
             enclaverec_dot_transport_dot_proto_dot_federated__pb2.SubmitReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PushThenTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/enclaverec.federated.Aggregator/PushThenTask',
+            enclaverec_dot_transport_dot_proto_dot_federated__pb2.PushThenTaskRequest.SerializeToString,
+            enclaverec_dot_transport_dot_proto_dot_federated__pb2.Task.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitEvaluationThenTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/enclaverec.federated.Aggregator/SubmitEvaluationThenTask',
+            enclaverec_dot_transport_dot_proto_dot_federated__pb2.EvaluationThenTaskRequest.SerializeToString,
+            enclaverec_dot_transport_dot_proto_dot_federated__pb2.Task.FromString,
             options,
             channel_credentials,
             insecure,
