@@ -40,6 +40,7 @@ from enclaverec.federated.rounds import SelectionConfig
 from enclaverec.federated.setup import init_federation
 from enclaverec.federated.simulate import free_ports
 from enclaverec.federated.strategies import LocalTraining, StrategyConfig
+from enclaverec.processes import failure
 from enclaverec.report import TEEKind
 
 log = logging.getLogger(__name__)
@@ -217,14 +218,14 @@ def measure_point(
             worker.stdin.write(GO)
             worker.stdin.flush()
         cpu_at_round, party_cpu_at_round = _follow(
-            aggregator, files.aggregator_dir / AUDIT_FILE, config, workers
+            aggregator, files.aggregator_dir / AUDIT_FILE, config, workers, logs
         )
         # Reap the aggregator with its resource usage: the kernel's peak resident memory.
         _, status, usage = os.wait4(aggregator.pid, 0)
         aggregator.returncode = os.waitstatus_to_exitcode(status)
         if aggregator.returncode != 0:
             raise TrainingError(
-                f"the aggregator exited with {aggregator.returncode}; see {logs / 'aggregator.log'}"
+                "the aggregator failed: " + failure("aggregator", aggregator.returncode, logs)
             )
         results = [
             result
@@ -278,6 +279,7 @@ def _follow(
     audit: Path,
     config: ScaleBenchConfig,
     workers: Sequence[subprocess.Popen[str]],
+    logs: Path,
 ) -> tuple[dict[int, float], dict[int, float]]:
     """Until the aggregator exits: its CPU seconds, and the party processes' together,
     when each round completed."""
@@ -300,8 +302,12 @@ def _follow(
         exited = os.waitid(os.P_PID, aggregator.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         if exited is not None:
             return cpu_at_round, party_cpu_at_round
-        if any(worker.poll() not in (None, 0) for worker in workers):
-            raise TrainingError("a party process failed; see its log")
+        for index, worker in enumerate(workers):
+            if worker.poll() not in (None, 0):
+                # The cause on the terminal: the log may be in a folder gone by then.
+                raise TrainingError(
+                    "a party process failed: " + failure(f"worker-{index}", worker.returncode, logs)
+                )
         if time.monotonic() > give_up:
             raise TrainingError(f"the federation did not finish in {config.timeout_seconds} s")
         time.sleep(0.05)
@@ -311,7 +317,9 @@ def _worker_results(worker: subprocess.Popen[str], index: int, logs: Path) -> li
     out, _ = worker.communicate(timeout=300)
     lines = [json.loads(line) for line in out.splitlines() if line.strip()]
     if worker.returncode != 0 or not lines or lines[-1] != {DONE: True}:
-        raise TrainingError(f"party process {index} failed; see {logs / f'worker-{index}.log'}")
+        raise TrainingError(
+            "a party process failed: " + failure(f"worker-{index}", worker.returncode, logs)
+        )
     return lines[:-1]
 
 

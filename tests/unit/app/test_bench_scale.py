@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
-from enclaverec.app.bench_scale import ScaleBenchConfig, ScalePoint, memory_slope_mib_per_party
-from enclaverec.errors import UsageError
+from enclaverec.app.bench_scale import (
+    ScaleBenchConfig,
+    ScalePoint,
+    _follow,
+    memory_slope_mib_per_party,
+)
+from enclaverec.errors import TrainingError, UsageError
 
 
 def point(parties: int, peak: float) -> ScalePoint:
@@ -41,3 +49,26 @@ def test_no_slope_from_one_count():
 def test_refuses_settings_that_measure_nothing(settings):
     with pytest.raises(UsageError):
         ScaleBenchConfig(**settings)
+
+
+def test_a_failed_party_process_is_reported_with_the_cause_from_its_log(tmp_path):
+    # The cause goes into the error itself: the log may be in a temporary folder gone by
+    # the time someone reads the failure (a CI run).
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    with (logs / "worker-0.log").open("wb") as log:
+        party = subprocess.Popen(
+            [sys.executable, "-c", "import sys; print('enclaverec: error: boom'); sys.exit(3)"],
+            stdout=log,
+        )
+        party.wait(30)
+    aggregator = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        with pytest.raises(TrainingError) as failed:
+            _follow(
+                aggregator, tmp_path / "audit.jsonl", ScaleBenchConfig(parties=(1,)), [party], logs
+            )
+    finally:
+        aggregator.kill()
+        aggregator.wait(30)
+    assert "worker-0 (exit 3: enclaverec: error: boom" in str(failed.value)
