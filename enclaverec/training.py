@@ -76,6 +76,10 @@ class FitConfig:
     and a rerun sees the same one. ``proximal_mu`` > 0 adds FedProx's proximal term
     mu/2 * ||w - w_start||^2 (Li et al. 2020, arXiv 1812.06127) over the dense weights and
     the embedding rows each step touches, w_start being the arrays passed to ``fit``.
+    ``restart_optimizer`` starts the optimizer's state (Adagrad's accumulators) afresh
+    before the first step, as a new optimizer would; otherwise it continues from the last
+    fit (a federated party restarts it every round: docs/decisions.md, "Federated parity
+    on a Criteo-format file", third look).
     """
 
     batch_size: int
@@ -85,6 +89,7 @@ class FitConfig:
     seed: int = 0
     round_index: int = 0
     proximal_mu: float = 0.0
+    restart_optimizer: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -122,7 +127,8 @@ class Trainer(Protocol):
     """Trains one model on its own local data; weights travel as named numpy arrays.
 
     Implementations keep their optimizer state (e.g. Adagrad accumulators) across ``fit``
-    calls and never return it: federated parties keep theirs across rounds.
+    calls unless ``FitConfig.restart_optimizer`` says to start it afresh (federated
+    parties do, every round), and never return it.
     """
 
     def initial_arrays(self) -> Arrays:

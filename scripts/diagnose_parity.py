@@ -5,11 +5,13 @@ Adagrad) and strategy code as ``enclaverec federated simulate``; the rounds are 
 loop, so a variant (local batch, steps per round, clipping, row normalisation, one party
 holding every row) takes a minute or two instead of a federation's four. With the
 defaults it gives the same round-by-round AUCs as ``federated simulate`` (checked on the
-Criteo-format file of ``scripts/measure_parity.py``: 0.8062 at round 4 in both).
+Criteo-format file of ``scripts/measure_parity.py``: 0.8062 at round 4 in both, when
+parties kept their optimizer state across rounds; ``--accumulators local`` still does).
 
     python scripts/diagnose_parity.py --data /tmp/parity/synthetic-criteo.tsv [--rounds 6]
         [--parties 1] [--batch 256] [--max-steps 60] [--clipping none] [--rows touching]
-        [--strategy fedavg:-1] [--local-epochs 2] [--server-lr 2] [--stats]
+        [--strategy fedavg:-1] [--local-epochs 2] [--server-lr 2] [--server-momentum 0.5]
+        [--tables-server-lr 0.5] [--accumulators local|reset|shared|shared-rows] [--stats]
 
 ``--stats`` prints, for the first two rounds, each party's local model's validation AUC
 and the norms and mean pairwise cosine of the parties' updates, dense part and tables
@@ -38,6 +40,19 @@ def _flat(update, layout, glob, tables: bool) -> np.ndarray:
         else:
             parts.append(update.dense[name].astype(np.float64).ravel())
     return np.concatenate(parts)
+
+
+def _accumulators(trainer) -> list[np.ndarray]:
+    rule = trainer.rule
+    return [rule.row_accumulators.numpy(), *(a.numpy() for a in rule.dense_accumulators)]
+
+
+def _set_accumulators(trainer, values: list[np.ndarray]) -> None:
+    rule = trainer.rule
+    for variable, value in zip(
+        [rule.row_accumulators, *rule.dense_accumulators], values, strict=True
+    ):
+        variable.assign(value)
 
 
 def _cosine_summary(vectors: list[np.ndarray]) -> str:
@@ -69,6 +84,20 @@ def main() -> int:
     parser.add_argument("--rows", default="all", choices=("all", "touching"))
     parser.add_argument(
         "--server-lr", type=float, default=1.0, help="the global model moves by this x the mean"
+    )
+    parser.add_argument(
+        "--server-momentum", type=float, default=0.0, help="FedAvgM (Hsu et al. 2019): beta"
+    )
+    parser.add_argument(
+        "--tables-server-lr", type=float, help="the tables' server step (default: --server-lr)"
+    )
+    parser.add_argument(
+        "--accumulators",
+        default="reset",
+        choices=("local", "reset", "shared", "shared-rows"),
+        help="the parties' Adagrad accumulators: zeroed every round, as a party does (reset), "
+        "kept by each party across rounds, as it did before (local), or summed over the "
+        "parties every round (shared; shared-rows: the tables' only)",
     )
     parser.add_argument("--stats", action="store_true")
     args = parser.parse_args()
@@ -112,9 +141,14 @@ def main() -> int:
     strategy = make_strategy(StrategyConfig(parsed.name, parsed.options, parsed.clipping, rows))
     print(f"{vars(args)}; {len(dataset.train):,} training rows", flush=True)
     best = (0, -1.0, -1.0)
+    momentum = {name: np.zeros_like(value) for name, value in glob.items()}
     for round_index in range(1, args.rounds + 1):
         started = time.monotonic()
         updates = []
+        accumulators = [_accumulators(t) for t in trainers]
+        if args.accumulators == "reset":
+            for trainer, state in zip(trainers, accumulators, strict=True):
+                _set_accumulators(trainer, [np.zeros_like(a) for a in state])
         for trainer in trainers:
             config = FitConfig(
                 batch_size=args.batch,
@@ -136,6 +170,18 @@ def main() -> int:
                     dense_when_smaller=rows is RowNormalisation.ALL_CONTRIBUTORS,
                 )
             )
+        if args.accumulators.startswith("shared"):
+            # every party continues from the start plus the sum of the round's increments
+            start = accumulators[0]
+            shared = [a.copy() for a in start]
+            for trainer in trainers:
+                for total, now, before in zip(shared, _accumulators(trainer), start, strict=True):
+                    total += now - before
+            for trainer in trainers:
+                own = _accumulators(trainer)
+                if args.accumulators == "shared-rows":
+                    shared = [shared[0], *own[1:]]
+                _set_accumulators(trainer, shared)
         if args.stats and len(updates) > 1 and round_index <= 2:
             for label, tables in (("dense", False), ("tables", True)):
                 vectors = [_flat(u, layout, glob, tables) for u in updates]
@@ -147,14 +193,16 @@ def main() -> int:
         )
         moved = {}
         for name, value in glob.items():
-            value = value.copy()
+            step = np.zeros_like(value)
             if name in combined.dense:
-                value += args.server_lr * combined.dense[name]
+                step += combined.dense[name]
             else:
-                value[combined.sparse[name].row_ids] += (
-                    args.server_lr * combined.sparse[name].values
-                )
-            moved[name] = value
+                step[combined.sparse[name].row_ids] += combined.sparse[name].values
+            momentum[name] = args.server_momentum * momentum[name] + step
+            rate = args.server_lr
+            if name.startswith(EMBEDDING_PREFIX) and args.tables_server_lr is not None:
+                rate = args.tables_server_lr
+            moved[name] = value + rate * momentum[name]
         glob = moved
         validation = evaluate_split(trainers[0], glob, dataset.validation).auc
         test = evaluate_split(trainers[0], glob, dataset.test).auc

@@ -4,8 +4,8 @@ It opens its session (which verifies and pins the aggregator before anything is 
 then enrolls), fetches the measured plan, and then does what the aggregator asks: train
 local epochs from the broadcast model and send the delta (touched embedding rows only),
 score a global model on its validation and test rows, wait, or finish by fetching the best
-global model into its own trust domain. Its optimizer state stays in its trainer across
-rounds and never leaves it.
+global model into its own trust domain. Its optimizer state (Adagrad's accumulators)
+starts afresh every round and never leaves it.
 
 Security: the only things sent are the model delta, the number of training rows, and
 scores with labels for evaluation; no feature ever leaves the party's process.
@@ -50,6 +50,22 @@ runs, the numpy logistic regression in protocol tests)."""
 
 POLL_SECONDS = 10.0
 RPC_TIMEOUT_SECONDS = 600.0
+
+
+def local_fit_config(fit: Any, round_index: int) -> FitConfig:
+    """The party's local training for a round, from the aggregator's fit instructions."""
+    return FitConfig(
+        batch_size=fit.batch_size,
+        learning_rate=fit.learning_rate,
+        epochs=max(1, fit.epochs),
+        seed=int(fit.seed),
+        round_index=round_index,
+        proximal_mu=fit.proximal_mu,
+        # Each round is a new local problem from a new global model: accumulators of the
+        # party's own past gradients (at models the averaging replaced) shrink its steps
+        # and cost parity (docs/decisions.md, "Federated parity ...", third look).
+        restart_optimizer=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -229,14 +245,7 @@ class FederatedParty:
         start = self._current_model(task)
         if start is None:
             return None
-        config = FitConfig(
-            batch_size=task.fit.batch_size,
-            learning_rate=task.fit.learning_rate,
-            epochs=max(1, task.fit.epochs),
-            seed=int(task.fit.seed),
-            round_index=task.round,
-            proximal_mu=task.fit.proximal_mu,
-        )
+        config = local_fit_config(task.fit, task.round)
         trained, metrics = trainer.fit(start, config)
         full = delta(trained, start)
         if plan.update_encoding is UpdateEncoding.SPARSE:

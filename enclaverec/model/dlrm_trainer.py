@@ -1,5 +1,6 @@
 """The TensorFlow DLRM trainer: implements :class:`enclaverec.training.Trainer` over the
-DLRM with sparse embedding updates, and keeps its optimizer state across ``fit`` calls.
+DLRM with sparse embedding updates, and keeps its optimizer state across ``fit`` calls
+(unless the fit restarts it).
 
 Speed: the local data lives in memory as tensors; each compiled call runs a chunk of
 optimizer steps in a graph loop (gathering its batches from the permutation it is given),
@@ -307,6 +308,8 @@ class DLRMTrainer:
         if self._train is None:
             raise TrainingError("this trainer has no training data")
         started = time.perf_counter()
+        if config.restart_optimizer:
+            self.rule.restart()
         use_prox = config.proximal_mu > 0
         if use_prox:
             self._set_anchor()

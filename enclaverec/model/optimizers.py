@@ -51,6 +51,9 @@ class SparseSGD:
         """rows [K] of the stacked table (may repeat); gradients [K, E]."""
         self.table.scatter_sub(tf.IndexedSlices(learning_rate * gradients, rows))
 
+    def restart(self) -> None:
+        """SGD keeps no state."""
+
 
 class SparseAdagrad:
     """Element-wise Adagrad (Duchi et al. 2011) on dense weights and row-wise Adagrad on
@@ -93,6 +96,14 @@ class SparseAdagrad:
         totals = tf.gather(self.row_accumulators, rows)  # [U]
         scale = learning_rate / (tf.sqrt(totals) + ADAGRAD_EPSILON)
         self.table.scatter_sub(tf.IndexedSlices(gradients * scale[:, None], rows))
+
+    def restart(self) -> None:
+        """Every accumulator back to its initial value, as a new optimizer's."""
+        self.row_accumulators.assign(
+            tf.fill(tf.shape(self.row_accumulators), ADAGRAD_INITIAL_ACCUMULATOR)
+        )
+        for accumulator in self.dense_accumulators:
+            accumulator.assign(tf.fill(tf.shape(accumulator), ADAGRAD_INITIAL_ACCUMULATOR))
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """The accumulators as numpy arrays (for tests and diagnostics; never sent)."""

@@ -141,6 +141,27 @@ def test_adagrad_state_stays_in_the_trainer_across_fits(spec, config, examples):
     assert not any("adagrad" in name or "accumulator" in name for name in arrays)
 
 
+def test_a_restarted_optimizer_steps_as_a_new_one(spec, config, examples):
+    # A federated party restarts its optimizer every round: the second fit must step
+    # exactly as a new trainer's first fit from the same weights, the first fit's
+    # accumulators forgotten; without the restart they shrink the step.
+    used = make_trainer(spec, config, examples, optimizer=OptimizerKind.ADAGRAD)
+    start = used.initial_arrays()
+    middle, _ = used.fit(start, full_batch(examples))
+    restarted, _ = used.fit(middle, full_batch(examples, restart_optimizer=True))
+    fresh = make_trainer(spec, config, examples, optimizer=OptimizerKind.ADAGRAD)
+    expected, _ = fresh.fit(middle, full_batch(examples))
+    for name in expected:
+        np.testing.assert_array_equal(restarted[name], expected[name], err_msg=name)
+    for key, value in fresh.rule.state_arrays().items():
+        np.testing.assert_array_equal(used.rule.state_arrays()[key], value, err_msg=key)
+    continued = make_trainer(spec, config, examples, optimizer=OptimizerKind.ADAGRAD)
+    continued.fit(start, full_batch(examples))
+    kept, _ = continued.fit(middle, full_batch(examples))
+    step = "top/0/bias"
+    assert np.abs(kept[step] - middle[step]).sum() < np.abs(expected[step] - middle[step]).sum()
+
+
 def test_proximal_term_is_zero_at_the_start_and_exact_afterwards(spec, config, examples):
     trainer = make_trainer(spec, config, examples)
     start = trainer.initial_arrays()
