@@ -243,6 +243,21 @@ def _decode_evaluation(payload: keybroker_pb2.EvaluationPayload) -> _Evaluation:
 # --- the key broker -----------------------------------------------------------------------
 
 
+def directive_after(epoch: int, *, closed: int, stopped: bool, failed: bool) -> int | None:
+    """What a member that finished ``epoch`` does next, given the epochs the broker closed:
+    CONTINUE, STOP, or None while ``epoch`` is open. A member can ask late (it waited out
+    a broker restart while the others went on): an epoch before the last closed one was
+    followed by another, so the answer is CONTINUE even once the job stopped; only the
+    last closed epoch (or a failed job) says STOP."""
+    if failed:
+        return keybroker_pb2.STOP
+    if epoch < closed:
+        return keybroker_pb2.CONTINUE
+    if stopped:
+        return keybroker_pb2.STOP
+    return keybroker_pb2.CONTINUE if epoch == closed else None
+
+
 class KeyBroker:
     """One job's key broker. ``backend`` is None only for ``--tee none``."""
 
@@ -673,12 +688,15 @@ class KeyBroker:
         deadline = time.monotonic() + max(0.0, min(wait_seconds, MAX_WAIT_SECONDS))
         with self._cond:
             while True:
-                closed = len(self.state.epochs)
                 best = self.state.best_epoch or 0
-                if self.state.stopped:
-                    return keybroker_pb2.STOP, best
-                if epoch <= closed:
-                    return keybroker_pb2.CONTINUE, best
+                kind = directive_after(
+                    epoch,
+                    closed=len(self.state.epochs),
+                    stopped=self.state.stopped,
+                    failed=self.state.failure is not None,
+                )
+                if kind is not None:
+                    return kind, best
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return keybroker_pb2.WAIT, best
