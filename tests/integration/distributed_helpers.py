@@ -17,18 +17,23 @@ from enclaverec.data.shards import encrypt_shards
 from enclaverec.data.split import split_examples
 from enclaverec.distributed.config import (
     DistributedPlan,
+    ParamServerConfig,
     ShardMap,
     TrainingMode,
+    WorkerConfig,
     paramserver_id,
     worker_id,
 )
 from enclaverec.distributed.keybroker import KeyBroker
+from enclaverec.distributed.members import keybroker_session
 from enclaverec.distributed.owner import OwnerClient
 from enclaverec.distributed.setup import JobFiles, JobPorts, init_job, make_owner_key
 from enclaverec.roles.keybroker import make_keybroker
 from enclaverec.tee.kinds import TEEKind
+from enclaverec.tee.policy import PolicySpec
 from enclaverec.training import ModelKind
 from enclaverec.transport.endpoints import free_ports
+from enclaverec.transport.session import Session
 
 SEED = 0
 
@@ -151,3 +156,28 @@ def owner(job: Job) -> Iterator[OwnerClient]:
         yield client
     finally:
         client.close()
+
+
+def member_session(
+    role: str,
+    enclave: WorkerConfig | ParamServerConfig,
+    member: str,
+    *,
+    at: WorkerConfig | ParamServerConfig | None = None,
+    simulation_dir: Path | None = None,
+    keybroker_policy: PolicySpec | None = None,
+) -> Session:
+    """A key-broker session of the enclave measured from ``enclave`` (a member's
+    configuration) claiming the id ``member``, at the key broker ``at`` names (default:
+    its own), trusting it by ``keybroker_policy`` (default: that configuration's)."""
+    target = at or enclave
+    return keybroker_session(
+        role=role,
+        member_id=member,
+        tee=enclave.tee,
+        raw_config=enclave.raw,
+        simulation_dir=simulation_dir or enclave.simulation_dir,
+        keybroker=target.keybroker,
+        keybroker_policy=keybroker_policy or target.keybroker_policy,
+        pccs_url=None,
+    )

@@ -8,11 +8,10 @@ import json
 
 import numpy as np
 import pytest
-from distributed_helpers import make_job, owner, running_keybroker
+from distributed_helpers import make_job, member_session, owner, running_keybroker
 
 from enclaverec.distributed.config import WorkerConfig
 from enclaverec.distributed.keybroker import AUDIT_FILE, STATE_FILE
-from enclaverec.distributed.members import keybroker_session
 from enclaverec.distributed.worker import join_job, release_key
 from enclaverec.errors import EnrollmentRefusedError, IntegrityError, RequestRefusedError
 from enclaverec.roles.keybroker import make_keybroker
@@ -131,15 +130,8 @@ def test_an_id_enrolled_before_its_pin_arrived_is_checked_at_every_call(job, tmp
         make_job(tmp_path, name="other").files.paramserver_configs[0]
     )
     with running_keybroker(job, tmp_path / "state") as broker, owner(job) as client:
-        session = keybroker_session(
-            role="paramserver",
-            member_id="ps-0",
-            tee=other_server.tee,
-            raw_config=other_server.raw,
-            simulation_dir=job.files.simulation_dir,
-            keybroker=here.keybroker,
-            keybroker_policy=here.keybroker_policy,
-            pccs_url=None,
+        session = member_session(
+            "paramserver", other_server, "ps-0", at=here, simulation_dir=job.files.simulation_dir
         ).open()
         try:
             client.submit()
@@ -164,43 +156,27 @@ def test_refuses_members_of_another_job(job, tmp_path):
     with running_keybroker(job, tmp_path / "state"), owner(job) as client:
         client.submit()
         # Another job's genuine worker, sent to this key broker: not pinned here.
-        session = keybroker_session(
-            role="worker",
-            member_id="worker-0",
-            tee=other_worker.tee,
-            raw_config=other_worker.raw,
-            simulation_dir=job.files.simulation_dir,
-            keybroker=here.keybroker,
-            keybroker_policy=here.keybroker_policy,
-            pccs_url=None,
+        session = member_session(
+            "worker", other_worker, "worker-0", at=here, simulation_dir=job.files.simulation_dir
         )
         with pytest.raises(EnrollmentRefusedError) as worker_refused:
             session.open()
         session.close()
         # Another job's parameter server pins its own key broker: it refuses this one.
-        session = keybroker_session(
-            role="paramserver",
-            member_id="ps-0",
-            tee=other_server.tee,
-            raw_config=other_server.raw,
+        session = member_session(
+            "paramserver",
+            other_server,
+            "ps-0",
+            at=here,
             simulation_dir=job.files.simulation_dir,
-            keybroker=here.keybroker,
             keybroker_policy=other_server.keybroker_policy,
-            pccs_url=None,
         )
         with pytest.raises(MrEnclaveError):
             session.open()
         session.close()
         # Even one that trusted this key broker is not the server the owner pinned.
-        session = keybroker_session(
-            role="paramserver",
-            member_id="ps-0",
-            tee=other_server.tee,
-            raw_config=other_server.raw,
-            simulation_dir=job.files.simulation_dir,
-            keybroker=here.keybroker,
-            keybroker_policy=here.keybroker_policy,
-            pccs_url=None,
+        session = member_session(
+            "paramserver", other_server, "ps-0", at=here, simulation_dir=job.files.simulation_dir
         )
         with pytest.raises(EnrollmentRefusedError) as server_refused:
             next_directive(session.open(), 0, deadline_seconds=1)

@@ -7,11 +7,10 @@ gradients in its name."""
 from __future__ import annotations
 
 import pytest
-from distributed_helpers import make_job, owner, running_keybroker
+from distributed_helpers import make_job, member_session, owner, running_keybroker
 
 from enclaverec.distributed.config import ParamServerConfig, WorkerConfig
 from enclaverec.distributed.keybroker import AUDIT_FILE
-from enclaverec.distributed.members import keybroker_session
 from enclaverec.distributed.paramserver import ParamServer
 from enclaverec.errors import EnrollmentRefusedError
 from enclaverec.tee.role_setup import role_backend, verifier_context
@@ -71,18 +70,6 @@ def test_the_key_broker_refuses_a_member_enclave_claiming_another_members_id(job
     worker_0 = WorkerConfig.load(job.files.worker_configs[0])
     server_0 = ParamServerConfig.load(job.files.paramserver_configs[0])
 
-    def session(role, config, member):
-        return keybroker_session(
-            role=role,
-            member_id=member,
-            tee=config.tee,
-            raw_config=config.raw,
-            simulation_dir=config.simulation_dir,
-            keybroker=config.keybroker,
-            keybroker_policy=config.keybroker_policy,
-            pccs_url=None,
-        )
-
     refusals = {}
     with running_keybroker(job, tmp_path / "state") as broker, owner(job) as client:
         client.submit()  # the servers' pins arrive with the owner's submission
@@ -90,10 +77,10 @@ def test_the_key_broker_refuses_a_member_enclave_claiming_another_members_id(job
             ("worker", worker_0, "worker-0", "worker-1"),
             ("paramserver", server_0, "ps-0", "ps-1"),
         ):
-            ok = session(role, config, genuine)
+            ok = member_session(role, config, genuine)
             ok.open()  # the enclave as its own id: enrolled
             ok.close()
-            bad = session(role, config, posing)
+            bad = member_session(role, config, posing)
             try:
                 with pytest.raises(EnrollmentRefusedError) as refused:
                     bad.open()
@@ -119,26 +106,14 @@ def test_the_key_broker_refuses_a_workers_enclave_claiming_a_server_id_before_su
     worker_0 = WorkerConfig.load(job.files.worker_configs[0])
     server_0 = ParamServerConfig.load(job.files.paramserver_configs[0])
 
-    def session(role, config, member):
-        return keybroker_session(
-            role=role,
-            member_id=member,
-            tee=config.tee,
-            raw_config=config.raw,
-            simulation_dir=config.simulation_dir,
-            keybroker=config.keybroker,
-            keybroker_policy=config.keybroker_policy,
-            pccs_url=None,
-        )
-
     with running_keybroker(job, tmp_path / "state") as broker:
-        posing = session("worker", worker_0, "ps-0")
+        posing = member_session("worker", worker_0, "ps-0")
         try:
             with pytest.raises(EnrollmentRefusedError) as refused:
                 posing.open()
         finally:
             posing.close()
-        genuine = session("paramserver", server_0, "ps-0")
+        genuine = member_session("paramserver", server_0, "ps-0")
         genuine.open()  # the server's own enclave, before submission too: enrolled
         genuine.close()
         events = broker.audit.events()
