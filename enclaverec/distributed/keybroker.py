@@ -319,7 +319,7 @@ class KeyBroker:
             require_membership_signature=False,
             require_evidence=True,
             pinned_mrenclave=self._enrollment_pin,
-            member_policy=self._role_policy,
+            member_policy=self._role_policies(),
         )
         return AttestedServer.create(
             identity,
@@ -333,15 +333,25 @@ class KeyBroker:
             application_options=options,
         )
 
-    def _role_policy(self, member: str) -> Policy | None:
-        """The policy of ``member``'s own role: the broker's joiners' policy accepts workers
-        and servers alike, and a server's id has no MRENCLAVE pin until the owner submits,
-        so without this a worker's enclave could enroll under a server's id before then."""
-        pin = self.config.members.get(member)
-        if pin is None:
-            return None
-        spec = self.config.worker_policy if pin.role == "worker" else self.config.paramserver_policy
-        return spec.build() if spec is not None else None
+    def _role_policies(self) -> Callable[[str], Policy | None]:
+        """Each member id's own role policy (built once): the broker's joiners' policy
+        accepts workers and servers alike, and a server's id has no MRENCLAVE pin until the
+        owner submits, so without this a worker's enclave could enroll under a server's id
+        before then."""
+        by_role = {
+            role: spec.build()
+            for role, spec in (
+                ("worker", self.config.worker_policy),
+                ("paramserver", self.config.paramserver_policy),
+            )
+            if spec is not None
+        }
+
+        def of_member(member: str) -> Policy | None:
+            pin = self.config.members.get(member)
+            return by_role.get(pin.role) if pin is not None else None
+
+        return of_member
 
     def _enrollment_pin(self, member: str) -> bytes | None:
         """The MRENCLAVE ``member`` must enroll with: a worker's from ``job.toml``, a
