@@ -145,10 +145,8 @@ def main() -> int:
     for round_index in range(1, args.rounds + 1):
         started = time.monotonic()
         updates = []
-        accumulators = [_accumulators(t) for t in trainers]
-        if args.accumulators == "reset":
-            for trainer, state in zip(trainers, accumulators, strict=True):
-                _set_accumulators(trainer, [np.zeros_like(a) for a in state])
+        # The round's starting state, from which the shared modes sum the increments.
+        start = _accumulators(trainers[0]) if args.accumulators.startswith("shared") else None
         for trainer in trainers:
             config = FitConfig(
                 batch_size=args.batch,
@@ -157,6 +155,8 @@ def main() -> int:
                 seed=0,
                 round_index=round_index,
                 max_steps=args.max_steps,
+                # reset: what a party does (the trainer's own restart of its optimizer).
+                restart_optimizer=args.accumulators == "reset",
             )
             trained, metrics = trainer.fit(glob, config)
             if args.stats and round_index <= 2:
@@ -170,9 +170,8 @@ def main() -> int:
                     dense_when_smaller=rows is RowNormalisation.ALL_CONTRIBUTORS,
                 )
             )
-        if args.accumulators.startswith("shared"):
+        if start is not None:
             # every party continues from the start plus the sum of the round's increments
-            start = accumulators[0]
             shared = [a.copy() for a in start]
             for trainer in trainers:
                 for total, now, before in zip(shared, _accumulators(trainer), start, strict=True):
