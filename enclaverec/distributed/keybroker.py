@@ -66,6 +66,7 @@ from enclaverec.transport.server import (
     ServerIdentity,
     ServerIdentityConfig,
 )
+from enclaverec.transport.serving import long_poll_seconds
 
 log = logging.getLogger(__name__)
 
@@ -695,7 +696,7 @@ class KeyBroker:
     def directive(self, epoch: int, wait_seconds: float) -> tuple[int, int]:
         """(kind, best epoch) after ``epoch``: CONTINUE, STOP, or WAIT while the epoch
         is open (long poll up to ``wait_seconds``)."""
-        deadline = time.monotonic() + max(0.0, min(wait_seconds, MAX_WAIT_SECONDS))
+        deadline = time.monotonic() + long_poll_seconds(wait_seconds, MAX_WAIT_SECONDS)
         with self._cond:
             while True:
                 best = self.state.best_epoch or 0

@@ -78,7 +78,7 @@ from enclaverec.transport.server import (
     ServerIdentity,
     ServerIdentityConfig,
 )
-from enclaverec.transport.serving import ChangeSignal
+from enclaverec.transport.serving import ChangeSignal, long_poll_seconds
 
 log = logging.getLogger(__name__)
 
@@ -301,7 +301,7 @@ class FederatedAggregator:
         self._waiting[party] = waiting + 1
         try:
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + min(max(wait_seconds, 0.0), MAX_WAIT_SECONDS)
+            deadline = loop.time() + long_poll_seconds(wait_seconds, MAX_WAIT_SECONDS)
             while True:
                 # The generation first: a change made while we look is never missed.
                 seen = self._changed.generation

@@ -34,6 +34,7 @@ from enclaverec.paramservice.shards import ShardMap
 from enclaverec.transport import tensors
 from enclaverec.transport.proto import shard_pb2, shard_pb2_grpc
 from enclaverec.transport.server import AttestedServer
+from enclaverec.transport.serving import long_poll_seconds
 
 log = logging.getLogger(__name__)
 
@@ -151,9 +152,7 @@ class ShardServicer(shard_pb2_grpc.ParameterShardServicer):
                 if message.name in tables:
                     raise MalformedInputError(f"{message.name}: asked twice")
                 tables[message.name] = _decode_ids(message)
-            wait = float(request.wait_seconds)
-            if not 0 <= wait <= MAX_WAIT_SECONDS:  # also refuses NaN
-                wait = MAX_WAIT_SECONDS
+            wait = long_poll_seconds(request.wait_seconds, MAX_WAIT_SECONDS)
             pulled = self.server.pull(caller, int(request.step), tables, bool(request.dense), wait)
         except Exception as exc:  # noqa: BLE001 - every refusal gets a status and an audit event
             self._refuse(context, caller, int(request.step), as_refusal(exc, f"a pull by {caller}"))
@@ -185,9 +184,7 @@ class ShardServicer(shard_pb2_grpc.ParameterShardServicer):
 
     def AwaitStep(self, request, context):  # noqa: N802
         caller = self.identify(context)
-        wait = float(request.wait_seconds)
-        if not 0 <= wait <= MAX_WAIT_SECONDS:  # also refuses NaN
-            wait = MAX_WAIT_SECONDS
+        wait = long_poll_seconds(request.wait_seconds, MAX_WAIT_SECONDS)
         try:
             self.server.check_worker(caller)
             reached = self.server.await_step(int(request.step), wait)

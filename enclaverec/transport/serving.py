@@ -31,6 +31,7 @@ import asyncio
 import inspect
 import itertools
 import logging
+import math
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from concurrent import futures
@@ -139,6 +140,15 @@ class ChangeSignal:
             timer.cancel()
             with self._lock:
                 self._waiters.discard(entry)
+
+
+def long_poll_seconds(requested: float, limit: float) -> float:
+    """How long to hold a caller's long poll: its requested wait (a peer's number) within
+    [0, ``limit``]; NaN is 0 (a NaN deadline never passes, and a wait loop on it spins)."""
+    seconds = float(requested)
+    if math.isnan(seconds):
+        return 0.0
+    return min(max(seconds, 0.0), limit)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from enclaverec.errors import ConfigError
 from enclaverec.transport import serving
-from enclaverec.transport.serving import AsyncServer, ChangeSignal, ServingLimits
+from enclaverec.transport.serving import AsyncServer, ChangeSignal, ServingLimits, long_poll_seconds
 
 SERVICE = "test.Serving"
 TIMEOUT = 30.0
@@ -210,3 +210,19 @@ def test_change_signal_never_misses_a_change_made_before_the_wait():
 
     assert asyncio.run(waits()) == (True, False)
     assert signal.waiting == 0
+
+
+@pytest.mark.parametrize(
+    ("requested", "held"),
+    [
+        (5.0, 5.0),
+        (-1.0, 0.0),
+        (1e9, 30.0),
+        (float("inf"), 30.0),
+        (float("-inf"), 0.0),
+        (float("nan"), 0.0),
+    ],
+)
+def test_a_peers_long_poll_wait_is_held_within_the_limit(requested, held):
+    # A NaN deadline never passes and the aggregator's wait loop on it would spin.
+    assert long_poll_seconds(requested, 30.0) == held
